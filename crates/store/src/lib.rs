@@ -1,0 +1,81 @@
+//! Content-addressed blob storage. The store knows digests and upload scratch space, never
+//! repositories, tags or users: which repository may see a blob is a metadata fact.
+//!
+//! - [`BlobStore`]: the contract every backend keeps (its method docs are the contract, and
+//!   [`testsuite`] checks exactly those sentences).
+//! - [`fs`]: the default backend on a local filesystem.
+//! - [`memory`]: an in-process backend for domain tests.
+
+use async_trait::async_trait;
+use berth_oci::{Digest, UploadId};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use std::io;
+
+#[cfg(feature = "fs")]
+pub mod fs;
+pub mod memory;
+pub mod testsuite;
+
+/// A stream of body bytes, in or out.
+pub type ByteStream<'a> = BoxStream<'a, io::Result<Bytes>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("upload holds {actual} bytes, not the {expected} expected")]
+    Offset { expected: u64, actual: u64 },
+    #[error("reading the request body: {0}")]
+    Body(io::Error),
+    #[error("storage: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// The size of a committed blob, or `None` when there is none under that digest.
+    /// Upload scratch space is never visible here.
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Streams a committed blob, whole or the inclusive byte range `start..=end` (which the
+    /// caller has checked against the size). `NotFound` when absent.
+    async fn read(&self, digest: &Digest, range: Option<(u64, u64)>)
+        -> Result<ByteStream<'static>>;
+
+    /// Stores small content (manifests) under its digest, which the caller has verified.
+    /// Durable when it returns; idempotent when the blob exists.
+    async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()>;
+
+    /// Removes a committed blob; deleting an absent blob is not an error.
+    async fn delete(&self, digest: &Digest) -> Result<()>;
+
+    /// Every committed blob with its size, in no particular order (for GC and repair).
+    async fn list(&self) -> Result<Vec<(Digest, u64)>>;
+
+    /// Creates empty scratch space for an upload. Creating an existing one empties it.
+    async fn begin(&self, id: &UploadId) -> Result<()>;
+
+    /// Appends `body` at `offset`, which must not exceed the bytes the upload holds (bytes past
+    /// `offset`, left by an append whose caller never recorded it, are discarded first; fewer
+    /// bytes than `offset` is `Offset`). All or nothing: on any error the upload is left
+    /// holding `offset` bytes. Durable when it returns. Returns the new length.
+    async fn append(&self, id: &UploadId, offset: u64, body: ByteStream<'_>) -> Result<u64>;
+
+    /// Bytes an upload holds, or `NotFound`.
+    async fn upload_len(&self, id: &UploadId) -> Result<u64>;
+
+    /// Streams the first `len` bytes an upload holds (to re-hash them when a saved hash state
+    /// is unusable).
+    async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream<'static>>;
+
+    /// Makes the upload's bytes readable under `digest`, which the caller has verified, and
+    /// removes the scratch space. If the blob already exists the upload is simply dropped.
+    /// The blob is durable, and never visible partially, when it returns. Returns its size.
+    async fn commit(&self, id: &UploadId, digest: &Digest) -> Result<u64>;
+
+    /// Removes an upload's scratch space; an absent upload is not an error.
+    async fn abort(&self, id: &UploadId) -> Result<()>;
+}

@@ -1,0 +1,131 @@
+//! An in-process blob store: the same contract as the filesystem store, for domain tests
+//! that want no disk.
+
+use crate::{BlobStore, ByteStream, Result, StoreError};
+use async_trait::async_trait;
+use berth_oci::{Digest, UploadId};
+use bytes::Bytes;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    // A std Mutex: it is never held across an await, and the maps are small.
+    blobs: Mutex<HashMap<Digest, Bytes>>,
+    uploads: Mutex<HashMap<UploadId, Vec<u8>>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn once(b: Bytes) -> ByteStream<'static> {
+    futures::stream::once(async move { Ok(b) }).boxed()
+}
+
+#[async_trait]
+impl BlobStore for MemoryStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        Ok(lock(&self.blobs).get(digest).map(|b| b.len() as u64))
+    }
+
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream<'static>> {
+        let b = lock(&self.blobs)
+            .get(digest)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        Ok(once(match range {
+            Some((s, e)) => b.slice(s as usize..=e as usize),
+            None => b,
+        }))
+    }
+
+    async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
+        lock(&self.blobs).entry(digest.clone()).or_insert(bytes);
+        Ok(())
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        lock(&self.blobs).remove(digest);
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<(Digest, u64)>> {
+        Ok(lock(&self.blobs)
+            .iter()
+            .map(|(d, b)| (d.clone(), b.len() as u64))
+            .collect())
+    }
+
+    async fn begin(&self, id: &UploadId) -> Result<()> {
+        lock(&self.uploads).insert(id.clone(), Vec::new());
+        Ok(())
+    }
+
+    async fn append(&self, id: &UploadId, offset: u64, mut body: ByteStream<'_>) -> Result<u64> {
+        let actual = self.upload_len(id).await?;
+        if actual < offset {
+            return Err(StoreError::Offset {
+                expected: offset,
+                actual,
+            });
+        }
+        let mut data = Vec::new();
+        while let Some(chunk) = body.next().await {
+            data.extend_from_slice(&chunk.map_err(StoreError::Body)?);
+        }
+        let mut uploads = lock(&self.uploads);
+        let up = uploads.get_mut(id).ok_or(StoreError::NotFound)?;
+        up.truncate(offset as usize);
+        up.extend_from_slice(&data);
+        Ok(up.len() as u64)
+    }
+
+    async fn upload_len(&self, id: &UploadId) -> Result<u64> {
+        lock(&self.uploads)
+            .get(id)
+            .map(|u| u.len() as u64)
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream<'static>> {
+        let up = lock(&self.uploads)
+            .get(id)
+            .cloned()
+            .ok_or(StoreError::NotFound)?;
+        Ok(once(Bytes::from(up).slice(..len as usize)))
+    }
+
+    async fn commit(&self, id: &UploadId, digest: &Digest) -> Result<u64> {
+        let up = lock(&self.uploads).remove(id).ok_or(StoreError::NotFound)?;
+        let len = up.len() as u64;
+        lock(&self.blobs)
+            .entry(digest.clone())
+            .or_insert_with(|| Bytes::from(up));
+        Ok(len)
+    }
+
+    async fn abort(&self, id: &UploadId) -> Result<()> {
+        lock(&self.uploads).remove(id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_store_keeps_the_contract() {
+        crate::testsuite::run(&super::MemoryStore::new()).await;
+    }
+}

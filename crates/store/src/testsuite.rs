@@ -1,0 +1,152 @@
+//! The contract every [`BlobStore`] backend passes: one check per sentence of the trait's
+//! method docs. Backends call [`run`] from their own tests.
+
+use crate::{BlobStore, ByteStream, StoreError};
+use berth_oci::{Digest, UploadId};
+use bytes::Bytes;
+use futures::StreamExt;
+use std::io;
+
+fn body(parts: &[&'static [u8]]) -> ByteStream<'static> {
+    let v: Vec<io::Result<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+    futures::stream::iter(v).boxed()
+}
+
+fn failing(prefix: &'static [u8]) -> ByteStream<'static> {
+    let v: Vec<io::Result<Bytes>> = vec![
+        Ok(Bytes::from_static(prefix)),
+        Err(io::Error::other("client went away")),
+    ];
+    futures::stream::iter(v).boxed()
+}
+
+async fn collect(s: ByteStream<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut s = s;
+    while let Some(c) = s.next().await {
+        out.extend_from_slice(&c.expect("read"));
+    }
+    out
+}
+
+/// Runs every contract check against `store`, panicking on the first broken promise.
+pub async fn run(store: &dyn BlobStore) {
+    let id: UploadId = "contract-upload-1".parse().expect("id");
+    let data: &[u8] = b"hello, content-addressed world";
+    let digest = Digest::sha256(data);
+
+    // stat: absent blob is None; upload scratch space is never visible.
+    assert_eq!(store.stat(&digest).await.expect("stat"), None);
+    store.begin(&id).await.expect("begin");
+    assert_eq!(store.upload_len(&id).await.expect("len"), 0);
+
+    // append: returns the new length; offsets beyond what is held are refused.
+    assert_eq!(
+        store
+            .append(&id, 0, body(&[b"hello, ", b"content"]))
+            .await
+            .expect("append"),
+        14
+    );
+    assert!(matches!(
+        store.append(&id, 20, body(&[b"x"])).await,
+        Err(StoreError::Offset {
+            expected: 20,
+            actual: 14
+        })
+    ));
+    assert_eq!(
+        store.stat(&digest).await.expect("stat"),
+        None,
+        "partial upload visible"
+    );
+
+    // append: all or nothing when the body fails.
+    assert!(matches!(
+        store.append(&id, 14, failing(b"-garbage")).await,
+        Err(StoreError::Body(_))
+    ));
+    assert_eq!(store.upload_len(&id).await.expect("len"), 14);
+
+    // append: bytes past the offset are discarded first.
+    assert_eq!(
+        store
+            .append(&id, 7, body(&[b"content-addressed world"]))
+            .await
+            .expect("append"),
+        30
+    );
+    assert_eq!(
+        collect(store.read_upload(&id, 30).await.expect("read_upload")).await,
+        data
+    );
+    assert_eq!(
+        collect(store.read_upload(&id, 5).await.expect("read_upload")).await,
+        b"hello"
+    );
+
+    // commit: readable under the digest, scratch space removed.
+    assert_eq!(store.commit(&id, &digest).await.expect("commit"), 30);
+    assert_eq!(store.stat(&digest).await.expect("stat"), Some(30));
+    assert!(matches!(
+        store.upload_len(&id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        collect(store.read(&digest, None).await.expect("read")).await,
+        data
+    );
+    assert_eq!(
+        collect(store.read(&digest, Some((7, 13))).await.expect("read")).await,
+        b"content"
+    );
+
+    // commit: an existing blob just drops the upload.
+    store.begin(&id).await.expect("begin");
+    store.append(&id, 0, body(&[data])).await.expect("append");
+    assert_eq!(store.commit(&id, &digest).await.expect("commit"), 30);
+    assert!(matches!(
+        store.upload_len(&id).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // put: idempotent; list shows committed blobs with sizes.
+    let small = Bytes::from_static(b"{\"schemaVersion\":2}");
+    let small_digest = Digest::sha256(&small);
+    store.put(&small_digest, small.clone()).await.expect("put");
+    store
+        .put(&small_digest, small.clone())
+        .await
+        .expect("put again");
+    let mut listed = store.list().await.expect("list");
+    listed.sort();
+    let mut expected = vec![
+        (digest.clone(), 30),
+        (small_digest.clone(), small.len() as u64),
+    ];
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    // read of an absent blob is NotFound; delete is idempotent.
+    let absent = Digest::sha256(b"absent");
+    assert!(matches!(
+        store.read(&absent, None).await,
+        Err(StoreError::NotFound)
+    ));
+    store.delete(&small_digest).await.expect("delete");
+    store.delete(&small_digest).await.expect("delete again");
+    assert_eq!(store.stat(&small_digest).await.expect("stat"), None);
+
+    // abort: removes scratch space; absent upload is fine.
+    store.begin(&id).await.expect("begin");
+    store.abort(&id).await.expect("abort");
+    store.abort(&id).await.expect("abort again");
+    assert!(matches!(
+        store.upload_len(&id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.append(&id, 0, body(&[b"x"])).await,
+        Err(StoreError::NotFound)
+    ));
+}

@@ -43,3 +43,45 @@ pub fn essence(s: &str) -> String {
         .trim()
         .to_ascii_lowercase()
 }
+
+/// Does a client that sent these `Accept` header values take a manifest of `media_type`?
+///
+/// A client that names no manifest type at all (no header, `application/json`, …) did not
+/// negotiate and gets what is stored; one that names manifest types gets only those (or
+/// anything with `*/*`), as Distribution does for OCI types.
+pub fn accepts(accept: &[&str], media_type: &str) -> bool {
+    let named: Vec<String> = accept
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(essence)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let negotiates = named.iter().any(|t| {
+        MANIFEST_TYPES.contains(&t.as_str()) || t == DOCKER_SCHEMA1 || t == DOCKER_SCHEMA1_SIGNED
+    });
+    !negotiates
+        || named
+            .iter()
+            .any(|t| t == media_type || t == "*/*" || t == "application/*")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation() {
+        assert!(accepts(&[], OCI_MANIFEST));
+        assert!(accepts(&["application/json"], OCI_MANIFEST));
+        assert!(accepts(
+            &[&format!("{DOCKER_MANIFEST}, {OCI_MANIFEST};q=0.9")],
+            OCI_MANIFEST
+        ));
+        assert!(accepts(&[DOCKER_MANIFEST, OCI_INDEX], OCI_INDEX));
+        assert!(!accepts(&[DOCKER_MANIFEST], OCI_MANIFEST));
+        assert!(accepts(&[DOCKER_MANIFEST, "*/*"], OCI_MANIFEST));
+        assert!(is_valid("application/vnd.oci.image.manifest.v1+json"));
+        assert!(!is_valid("application"));
+        assert!(!is_valid("a/b/c"));
+    }
+}

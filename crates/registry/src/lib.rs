@@ -1,1 +1,85 @@
-//! placeholder
+//! The registry domain: everything the distribution spec means, on top of a [`BlobStore`] and
+//! a [`MetaStore`], with no HTTP and no concrete backend.
+//!
+//! - [`uploads`]: upload sessions, chunked and monolithic, with resumable hashing.
+//! - [`blobs`]: blob reads, deletes and cross-repository mounts.
+//! - [`manifests`]: manifest push (validation and reference checks), pull and delete.
+//! - [`listing`]: tags, catalog and referrers.
+//! - [`error`]: the domain error, which knows its spec error code.
+
+use berth_meta::MetaStore;
+use berth_store::BlobStore;
+use std::sync::Arc;
+
+pub mod blobs;
+pub mod error;
+pub mod listing;
+pub mod manifests;
+pub mod uploads;
+
+pub use berth_store::ByteStream;
+pub use error::{Error, Result};
+
+/// Settings the domain needs; the server builds them from its configuration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: usize,
+    /// Most entries one tags or catalog page returns, whatever `n` asks.
+    pub max_page: u64,
+    /// Entries in a catalog page when the client does not say.
+    pub default_catalog_page: u64,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_manifest_bytes: 4 << 20,
+            max_page: 10_000,
+            default_catalog_page: 1_000,
+        }
+    }
+}
+
+/// The registry: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Registry {
+    blobs: Arc<dyn BlobStore>,
+    meta: Arc<dyn MetaStore>,
+    opts: Arc<Options>,
+    locks: Arc<uploads::UploadLocks>,
+}
+
+impl Registry {
+    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, opts: Options) -> Registry {
+        Registry {
+            blobs,
+            meta,
+            opts: Arc::new(opts),
+            locks: Arc::default(),
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    /// A registry on the memory blob store and a SQLite file in a temp dir.
+    pub async fn registry() -> (Registry, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = berth_meta::sqlite::SqliteMeta::open(&dir.path().join("meta.db"))
+            .await
+            .expect("meta");
+        let reg = Registry::new(
+            Arc::new(berth_store::memory::MemoryStore::new()),
+            Arc::new(meta),
+            Options::default(),
+        );
+        (reg, dir)
+    }
+}

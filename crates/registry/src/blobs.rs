@@ -1,0 +1,136 @@
+//! Blob reads, deletes and cross-repository mounts. A repository sees a blob only through its
+//! link in the metadata store; the bytes themselves are shared by every repository.
+
+use crate::{Error, Registry, Result};
+use berth_meta::UploadRecord;
+use berth_oci::range::{parse_range, RangeRequest};
+use berth_oci::{Digest, RepoName};
+use berth_store::ByteStream;
+
+/// A blob ready to be sent.
+pub struct BlobBody {
+    /// The whole blob's size.
+    pub size: u64,
+    /// The inclusive range being sent, when the client asked for one.
+    pub range: Option<(u64, u64)>,
+    pub body: ByteStream<'static>,
+}
+
+/// The outcome of a mount request.
+pub enum Mount {
+    /// The blob is now linked in the target repository.
+    Mounted { size: u64 },
+    /// It could not be mounted; here is a fresh upload session instead.
+    Upload(UploadRecord),
+}
+
+impl Registry {
+    /// The size of a blob `repo` may see, or `BLOB_UNKNOWN`.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        self.meta
+            .linked_blob(repo, digest)
+            .await?
+            .ok_or_else(|| Error::blob_unknown(digest))
+    }
+
+    /// Opens a blob for reading, honouring a single `Range` header.
+    pub async fn read_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+    ) -> Result<BlobBody> {
+        let size = self.blob_size(repo, digest).await?;
+        let range = match parse_range(range, size) {
+            RangeRequest::Full => None,
+            RangeRequest::Partial { start, end } => Some((start, end)),
+            RangeRequest::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size }),
+        };
+        let body = match self.blobs.read(digest, range).await {
+            Err(berth_store::StoreError::NotFound) => {
+                return Err(Error::Internal(format!(
+                    "blob {digest} is linked in {repo} but missing from the store"
+                )))
+            }
+            other => other?,
+        };
+        Ok(BlobBody { size, range, body })
+    }
+
+    /// Removes `repo`'s link to a blob; the bytes go when garbage collection finds them
+    /// unreferenced.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        if self.meta.unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(Error::blob_unknown(digest))
+        }
+    }
+
+    /// Mounts a blob from `from` into `repo` when `from` has it; otherwise opens an upload
+    /// session, as the spec asks (clients then push the blob).
+    pub async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: Option<&RepoName>,
+    ) -> Result<Mount> {
+        if let Some(from) = from {
+            if let Some(size) = self.meta.linked_blob(from, digest).await? {
+                // The link is only as good as the bytes behind it.
+                if self.blobs.stat(digest).await?.is_some() {
+                    self.meta.link_blob(repo, digest, size).await?;
+                    return Ok(Mount::Mounted { size });
+                }
+            }
+        }
+        Ok(Mount::Upload(self.start_upload(repo).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mount;
+    use crate::testutil::registry;
+    use crate::uploads::ChunkInfo;
+    use berth_oci::{Digest, RepoName};
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn mount_links_once_and_delete_unlinks() {
+        let (reg, _dir) = registry().await;
+        let a: RepoName = "a".parse().unwrap();
+        let b: RepoName = "b".parse().unwrap();
+        let d = Digest::sha256(b"0123456789");
+        let body = futures::stream::once(async { Ok(Bytes::from_static(b"0123456789")) }).boxed();
+        reg.monolithic_upload(&a, &d, ChunkInfo::default(), body)
+            .await
+            .unwrap();
+        assert!(reg.blob_size(&b, &d).await.is_err());
+        assert!(matches!(
+            reg.mount_blob(&b, &d, None).await.unwrap(),
+            Mount::Upload(_)
+        ));
+        assert!(matches!(
+            reg.mount_blob(&b, &Digest::sha256(b"x"), Some(&a))
+                .await
+                .unwrap(),
+            Mount::Upload(_)
+        ));
+        assert!(matches!(
+            reg.mount_blob(&b, &d, Some(&a)).await.unwrap(),
+            Mount::Mounted { size: 10 }
+        ));
+        let got = reg.read_blob(&b, &d, Some("bytes=2-4")).await.unwrap();
+        assert_eq!((got.size, got.range), (10, Some((2, 4))));
+        assert!(reg.read_blob(&b, &d, Some("bytes=10-")).await.is_err());
+        reg.delete_blob(&a, &d).await.unwrap();
+        assert!(reg.delete_blob(&a, &d).await.is_err());
+        assert_eq!(
+            reg.blob_size(&b, &d).await.unwrap(),
+            10,
+            "b's link survives a's delete"
+        );
+    }
+}

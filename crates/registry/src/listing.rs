@@ -1,0 +1,126 @@
+//! Listings: tags of a repository, the catalog of repositories, and referrers of a manifest.
+//! Pages are keyset-paged (`last` is the key to continue after), so a page costs the same at
+//! the millionth entry as at the first.
+
+use crate::{Error, Registry, Result};
+use berth_meta::Page;
+use berth_oci::{Digest, RepoName};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One page of names, and whether more follow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub names: Vec<String>,
+    /// The page was cut at `n`: a `Link` to the next one is due.
+    pub more: bool,
+    /// The page size used, for the `Link` to the next page.
+    pub n: u64,
+}
+
+/// A referrer as the referrers index lists it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Referrer {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Registry {
+    /// Tags of `repo` in lexical order after `last`: all of them when `n` is not given,
+    /// else at most `n` (capped at the configured page limit).
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        n: Option<u64>,
+        last: Option<&str>,
+    ) -> Result<Listing> {
+        let n = n.map(|n| n.min(self.opts.max_page));
+        let page = Page {
+            after: last,
+            limit: n.map(|n| n + 1),
+        };
+        let names = self
+            .meta
+            .tags(repo, page)
+            .await?
+            .ok_or_else(|| Error::name_unknown(repo))?;
+        Ok(cut(names, n))
+    }
+
+    /// Repository names in lexical order after `last`, at most `n` (a default page when not
+    /// given, capped at the configured page limit).
+    pub async fn catalog(&self, n: Option<u64>, last: Option<&str>) -> Result<Listing> {
+        let n = n
+            .unwrap_or(self.opts.default_catalog_page)
+            .min(self.opts.max_page);
+        let names = self
+            .meta
+            .repositories(Page {
+                after: last,
+                limit: Some(n + 1),
+            })
+            .await?;
+        Ok(cut(names, Some(n)))
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type. An
+    /// unknown subject or repository has no referrers: an empty list, never a 404.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        let records = self.meta.referrers(repo, subject, artifact_type).await?;
+        Ok(records
+            .into_iter()
+            .map(|r| Referrer {
+                media_type: r.media_type,
+                digest: r.digest,
+                size: r.size,
+                artifact_type: r.artifact_type,
+                annotations: r.annotations.and_then(|a| serde_json::from_str(&a).ok()),
+            })
+            .collect())
+    }
+}
+
+/// Trims the one-extra entry fetched to learn whether another page follows.
+fn cut(mut names: Vec<String>, n: Option<u64>) -> Listing {
+    match n {
+        Some(n) if names.len() as u64 > n => {
+            names.truncate(n as usize);
+            Listing {
+                names,
+                more: true,
+                n,
+            }
+        }
+        _ => Listing {
+            n: n.unwrap_or(0),
+            names,
+            more: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn cut_pages() {
+        let v = |k: usize| (0..k).map(|i| i.to_string()).collect::<Vec<_>>();
+        assert!(cut(v(3), Some(2)).more);
+        assert_eq!(cut(v(3), Some(2)).names.len(), 2);
+        assert!(!cut(v(2), Some(2)).more);
+        assert!(!cut(v(5), None).more);
+        assert_eq!(cut(v(1), Some(0)).names.len(), 0);
+    }
+}

@@ -1,0 +1,298 @@
+//! Manifest push, pull and delete.
+//!
+//! A push is validated (media type, schema, descriptors), its bytes stored as a blob, and then
+//! its row, references and tag written in one metadata transaction that also checks every
+//! referenced blob and child manifest is present in the repository. A `subject` need not
+//! exist: referrers may be pushed before what they refer to.
+
+use crate::{Error, Registry, Result};
+use berth_meta::{ManifestRecord, NewManifest, PutRefusal};
+use berth_oci::manifest::Manifest;
+use berth_oci::{media, Digest, ErrorCode, Reference, RepoName};
+use bytes::Bytes;
+use futures::StreamExt;
+
+/// A manifest ready to be sent.
+#[derive(Debug)]
+pub struct StoredManifest {
+    pub record: ManifestRecord,
+    pub body: Bytes,
+}
+
+/// What a successful push tells the client.
+#[derive(Debug)]
+pub struct Pushed {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// Stores a manifest under a tag or digest.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Pushed> {
+        if body.len() > self.opts.max_manifest_bytes {
+            return Err(Error::spec(
+                ErrorCode::SizeInvalid,
+                format!(
+                    "manifest of {} bytes exceeds the limit of {}",
+                    body.len(),
+                    self.opts.max_manifest_bytes
+                ),
+            )
+            .with_status(413));
+        }
+        let manifest = Manifest::parse(&body, content_type)
+            .map_err(|e| Error::spec(ErrorCode::ManifestInvalid, e.0))?;
+        let (digest, tag) = match reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &body);
+                if &actual != d {
+                    return Err(Error::spec(
+                        ErrorCode::DigestInvalid,
+                        "manifest digest does not match the content",
+                    )
+                    .with_detail(serde_json::json!({ "expected": d, "actual": actual })));
+                }
+                (actual, None)
+            }
+            Reference::Tag(t) => (Digest::sha256(&body), Some(t.clone())),
+        };
+        let record = ManifestRecord {
+            digest: digest.clone(),
+            media_type: manifest.media_type.clone(),
+            size: body.len() as u64,
+            artifact_type: manifest.listed_artifact_type().map(str::to_owned),
+            subject: manifest.subject.as_ref().map(|s| s.digest.clone()),
+            config_media_type: manifest.config.as_ref().map(|c| c.media_type.clone()),
+            annotations: manifest
+                .annotations
+                .as_ref()
+                .and_then(|a| serde_json::to_string(a).ok()),
+            pushed_at: berth_meta::now_millis(),
+        };
+        let new = NewManifest {
+            repo: repo.clone(),
+            record,
+            blobs: manifest
+                .required_blobs()
+                .map(|d| (d.digest.clone(), d.size))
+                .collect(),
+            children: manifest
+                .manifests
+                .iter()
+                .map(|d| d.digest.clone())
+                .collect(),
+            tag,
+        };
+        // Bytes first, durable, then the facts: a crash in between leaves only an orphan blob.
+        self.blobs.put(&digest, body).await?;
+        match self.meta.put_manifest(&new).await? {
+            Ok(()) => Ok(Pushed { digest, subject: new.record.subject }),
+            Err(PutRefusal::BlobUnknown(d)) => Err(Error::spec(ErrorCode::ManifestBlobUnknown, "manifest references a blob unknown to this repository")
+                .with_detail(serde_json::json!({ "digest": d }))),
+            Err(PutRefusal::ManifestUnknown(d)) => Err(Error::spec(
+                ErrorCode::ManifestBlobUnknown,
+                "index references a manifest unknown to this repository",
+            )
+            .with_detail(serde_json::json!({ "digest": d }))),
+            Err(PutRefusal::SizeMismatch { digest, stored, declared }) => Err(Error::spec(
+                ErrorCode::ManifestInvalid,
+                format!("descriptor size {declared} of {digest} does not match the blob's {stored} bytes"),
+            )
+            .with_detail(serde_json::json!({ "digest": digest }))),
+        }
+    }
+
+    /// The record of a manifest (HEAD), checked against the client's `Accept` values.
+    pub async fn manifest_record(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &[&str],
+    ) -> Result<ManifestRecord> {
+        let Some(record) = self.meta.manifest(repo, reference).await? else {
+            return Err(self.missing(repo, reference).await);
+        };
+        if !media::accepts(accept, &record.media_type) {
+            return Err(Error::spec(
+                ErrorCode::ManifestUnknown,
+                format!("the manifest is a {}, which the Accept header does not include", record.media_type),
+            )
+            .with_detail(serde_json::json!({ "reference": reference.to_string(), "mediaType": record.media_type })));
+        }
+        Ok(record)
+    }
+
+    /// A manifest with its bytes (GET).
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: &[&str],
+    ) -> Result<StoredManifest> {
+        let record = self.manifest_record(repo, reference, accept).await?;
+        let mut stream = self.blobs.read(&record.digest, None).await.map_err(|e| {
+            Error::Internal(format!(
+                "manifest {} of {repo} unreadable: {e}",
+                record.digest
+            ))
+        })?;
+        let mut body = Vec::with_capacity(record.size as usize);
+        while let Some(chunk) = stream.next().await {
+            body.extend_from_slice(
+                &chunk.map_err(|e| Error::Internal(format!("reading manifest: {e}")))?,
+            );
+        }
+        Ok(StoredManifest {
+            record,
+            body: body.into(),
+        })
+    }
+
+    /// Deletes a manifest by digest (with its tags) or just one tag.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        let deleted = match reference {
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+        };
+        if deleted {
+            Ok(())
+        } else {
+            Err(self.missing(repo, reference).await)
+        }
+    }
+
+    /// `NAME_UNKNOWN` for a repository that does not exist, else `MANIFEST_UNKNOWN`.
+    async fn missing(&self, repo: &RepoName, reference: &Reference) -> Error {
+        match self
+            .meta
+            .tags(
+                repo,
+                berth_meta::Page {
+                    after: None,
+                    limit: Some(0),
+                },
+            )
+            .await
+        {
+            Ok(None) => Error::name_unknown(repo),
+            Ok(Some(_)) => Error::manifest_unknown(reference),
+            Err(e) => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::registry;
+    use crate::uploads::ChunkInfo;
+    use crate::{Error, Registry};
+    use berth_oci::{media, Digest, ErrorCode, Reference, RepoName};
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    async fn push_blob(reg: &Registry, repo: &RepoName, data: &'static [u8]) -> Digest {
+        let d = Digest::sha256(data);
+        let body = futures::stream::once(async move { Ok(Bytes::from_static(data)) }).boxed();
+        reg.monolithic_upload(repo, &d, ChunkInfo::default(), body)
+            .await
+            .unwrap();
+        d
+    }
+
+    fn image(config: &Digest, layer: &Digest, layer_size: u64) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{layer_size}}}]}}"#,
+            media::OCI_MANIFEST
+        ))
+    }
+
+    fn code(e: Error) -> ErrorCode {
+        match e {
+            Error::Spec { code, .. } => code,
+            other => panic!("not a spec error: {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn push_checks_references_and_negotiates() {
+        let (reg, _dir) = registry().await;
+        let repo: RepoName = "app".parse().unwrap();
+        let config = push_blob(&reg, &repo, b"{}").await;
+        let missing = Digest::sha256(b"missing");
+        let latest: Reference = "latest".parse().unwrap();
+
+        let e = reg
+            .put_manifest(&repo, &latest, None, image(&config, &missing, 7))
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), ErrorCode::ManifestBlobUnknown);
+        let layer = push_blob(&reg, &repo, b"layer-bytes").await;
+        let e = reg
+            .put_manifest(&repo, &latest, None, image(&config, &layer, 5))
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), ErrorCode::ManifestInvalid);
+        let body = image(&config, &layer, 11);
+        let pushed = reg
+            .put_manifest(&repo, &latest, Some(media::OCI_MANIFEST), body.clone())
+            .await
+            .unwrap();
+        assert_eq!(pushed.digest, Digest::sha256(&body));
+
+        let got = reg.get_manifest(&repo, &latest, &[]).await.unwrap();
+        assert_eq!(got.body, body);
+        let by_digest = Reference::Digest(pushed.digest.clone());
+        assert!(reg
+            .get_manifest(&repo, &by_digest, &[media::OCI_MANIFEST])
+            .await
+            .is_ok());
+        let e = reg
+            .get_manifest(&repo, &latest, &[media::DOCKER_MANIFEST])
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(e), ErrorCode::ManifestUnknown);
+
+        // Wrong digest in the URL.
+        let wrong = Reference::Digest(Digest::sha256(b"other"));
+        assert_eq!(
+            code(
+                reg.put_manifest(&repo, &wrong, None, body.clone())
+                    .await
+                    .err()
+                    .unwrap()
+            ),
+            ErrorCode::DigestInvalid
+        );
+
+        // Delete by tag keeps the manifest; delete by digest removes it.
+        reg.delete_manifest(&repo, &latest).await.unwrap();
+        assert!(reg.get_manifest(&repo, &by_digest, &[]).await.is_ok());
+        reg.delete_manifest(&repo, &by_digest).await.unwrap();
+        assert_eq!(
+            code(
+                reg.get_manifest(&repo, &by_digest, &[])
+                    .await
+                    .err()
+                    .unwrap()
+            ),
+            ErrorCode::ManifestUnknown
+        );
+        let nowhere: RepoName = "nowhere".parse().unwrap();
+        assert_eq!(
+            code(
+                reg.get_manifest(&nowhere, &latest, &[])
+                    .await
+                    .err()
+                    .unwrap()
+            ),
+            ErrorCode::NameUnknown
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! Upload sessions: start, append (streamed or chunked), status, finish, cancel.
+//!
+//! Bytes are hashed while they stream to the blob store, and after every append the hasher's
+//! midstate is saved in the upload record with the new offset (compare-and-set), so a session
+//! continues after a restart, or on another node, without re-reading what it holds. A blob
+//! becomes visible only at finish: digest verified, bytes committed durably, then linked.
+
+use crate::{Error, Registry, Result};
+use berth_meta::UploadRecord;
+use berth_oci::range::ChunkRange;
+use berth_oci::{Algorithm, Digest, DigestHasher, ErrorCode, RepoName, UploadId};
+use berth_store::ByteStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+/// One writer per upload session at a time: a second request on a busy session is refused
+/// rather than queued, since two writers at one offset cannot both be right.
+#[derive(Default)]
+pub struct UploadLocks {
+    // A std Mutex: held only to look up or insert, never across an await.
+    map: Mutex<HashMap<UploadId, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl UploadLocks {
+    fn try_lock(&self, id: &UploadId) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let lock = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() > 1024 {
+                map.retain(|_, w| w.strong_count() > 0);
+            }
+            match map.get(id).and_then(Weak::upgrade) {
+                Some(l) => l,
+                None => {
+                    let l = Arc::new(tokio::sync::Mutex::new(()));
+                    map.insert(id.clone(), Arc::downgrade(&l));
+                    l
+                }
+            }
+        };
+        lock.try_lock_owned().ok()
+    }
+}
+
+/// What the client said about a chunk's length.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChunkInfo {
+    /// `Content-Range`, when sent.
+    pub range: Option<ChunkRange>,
+    /// `Content-Length`, when sent.
+    pub length: Option<u64>,
+}
+
+/// Fails the stream when the body is longer or shorter than `expected`, so that the store's
+/// all-or-nothing append rolls it back.
+struct Exact<S> {
+    inner: S,
+    expected: Option<u64>,
+    seen: u64,
+}
+
+impl<S: Stream<Item = io::Result<bytes::Bytes>> + Unpin> Stream for Exact<S> {
+    type Item = io::Result<bytes::Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        let Some(expected) = self.expected else {
+            return Poll::Ready(item);
+        };
+        match item {
+            Some(Ok(b)) => {
+                self.seen += b.len() as u64;
+                if self.seen > expected {
+                    return Poll::Ready(Some(Err(io::Error::other(format!(
+                        "body longer than the {expected} bytes announced"
+                    )))));
+                }
+                Poll::Ready(Some(Ok(b)))
+            }
+            None if self.seen < expected => {
+                self.expected = None;
+                Poll::Ready(Some(Err(io::Error::other(format!(
+                    "body shorter ({} bytes) than the {expected} bytes announced",
+                    self.seen
+                )))))
+            }
+            other => Poll::Ready(other),
+        }
+    }
+}
+
+fn lock_busy() -> Error {
+    Error::spec(
+        ErrorCode::BlobUploadInvalid,
+        "another request is writing to this upload",
+    )
+    .with_status(416)
+}
+
+impl Registry {
+    /// Opens a new upload session in `repo`.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadRecord> {
+        let id: UploadId = uuid::Uuid::new_v4()
+            .simple()
+            .to_string()
+            .parse()
+            .map_err(|e| Error::Internal(format!("{e}")))?;
+        let now = berth_meta::now_millis();
+        let rec = UploadRecord {
+            id,
+            repo: repo.clone(),
+            offset: 0,
+            hash_state: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.blobs.begin(&rec.id).await?;
+        self.meta.create_upload(&rec).await?;
+        Ok(rec)
+    }
+
+    /// The session `id` of `repo`, or `BLOB_UPLOAD_UNKNOWN`.
+    pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
+        match self.meta.upload(id).await? {
+            Some(rec) if &rec.repo == repo => Ok(rec),
+            _ => Err(Error::upload_unknown()),
+        }
+    }
+
+    /// Appends a chunk (PATCH). With a `Content-Range` the chunk must start where the session
+    /// stands, else 416. Returns the session with its new offset.
+    pub async fn patch_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        chunk: ChunkInfo,
+        body: ByteStream<'_>,
+    ) -> Result<UploadRecord> {
+        let _guard = self.locks.try_lock(id).ok_or_else(lock_busy)?;
+        let rec = self.upload_status(repo, id).await?;
+        let expected = expected_len(&rec, chunk)?;
+        self.append(rec, Algorithm::Sha256, expected, body).await
+    }
+
+    /// Finishes a session (PUT): appends an optional last chunk, verifies `digest`, commits the
+    /// blob and links it in `repo`. Returns the blob's size.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        chunk: ChunkInfo,
+        body: Option<ByteStream<'_>>,
+    ) -> Result<u64> {
+        let _guard = self.locks.try_lock(id).ok_or_else(lock_busy)?;
+        let mut rec = self.upload_status(repo, id).await?;
+        if let Some(body) = body {
+            let expected = expected_len(&rec, chunk)?;
+            rec = self.append(rec, digest.algorithm(), expected, body).await?;
+        }
+        let hasher = self.hasher_for(&rec, digest.algorithm()).await?;
+        let actual = hasher.finish();
+        if &actual != digest {
+            return Err(Error::spec(
+                ErrorCode::DigestInvalid,
+                "provided digest did not match uploaded content",
+            )
+            .with_detail(serde_json::json!({ "expected": digest, "actual": actual })));
+        }
+        let size = self.blobs.commit(&rec.id, digest).await?;
+        self.meta.link_blob(repo, digest, size).await?;
+        self.meta.delete_upload(&rec.id).await?;
+        Ok(size)
+    }
+
+    /// A whole blob in one request (POST with `?digest=`): a session opened and finished at once.
+    pub async fn monolithic_upload(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        chunk: ChunkInfo,
+        body: ByteStream<'_>,
+    ) -> Result<u64> {
+        let rec = self.start_upload(repo).await?;
+        let result = self
+            .finish_upload(repo, &rec.id, digest, chunk, Some(body))
+            .await;
+        if result.is_err() {
+            // Nobody knows this session's id: leaving it would only leak it.
+            self.cancel_upload(repo, &rec.id).await.ok();
+        }
+        result
+    }
+
+    /// Cancels a session (DELETE) and frees its bytes.
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
+        let _guard = self.locks.try_lock(id).ok_or_else(lock_busy)?;
+        let rec = self.upload_status(repo, id).await?;
+        self.meta.delete_upload(&rec.id).await?;
+        self.blobs.abort(&rec.id).await?;
+        Ok(())
+    }
+
+    /// Streams `body` onto the session and records the new offset with the hash midstate.
+    async fn append(
+        &self,
+        rec: UploadRecord,
+        alg: Algorithm,
+        expected: Option<u64>,
+        body: ByteStream<'_>,
+    ) -> Result<UploadRecord> {
+        let mut hasher = self.hasher_for(&rec, alg).await?;
+        let body = Exact {
+            inner: body,
+            expected,
+            seen: 0,
+        }
+        .inspect_ok(|b| hasher.update(b));
+        let len = self.blobs.append(&rec.id, rec.offset, body.boxed()).await?;
+        let state = hasher.save();
+        if !self
+            .meta
+            .advance_upload(&rec.id, rec.offset, len, Some(&state))
+            .await?
+        {
+            // Only possible if another node wrote the session meanwhile; ours is the loser.
+            return Err(lock_busy());
+        }
+        Ok(UploadRecord {
+            offset: len,
+            hash_state: Some(state),
+            ..rec
+        })
+    }
+
+    /// The hasher over the session's bytes: restored from the saved midstate when it is for
+    /// this algorithm and offset, else recomputed from the stored bytes.
+    async fn hasher_for(&self, rec: &UploadRecord, alg: Algorithm) -> Result<DigestHasher> {
+        if rec.offset == 0 {
+            return Ok(DigestHasher::new(alg));
+        }
+        if let Some(h) = rec.hash_state.as_deref().and_then(DigestHasher::restore) {
+            if h.algorithm() == alg && h.len() == rec.offset {
+                return Ok(h);
+            }
+        }
+        let mut h = DigestHasher::new(alg);
+        let mut stream = self.blobs.read_upload(&rec.id, rec.offset).await?;
+        while let Some(chunk) = stream.next().await {
+            h.update(&chunk.map_err(|e| Error::Internal(format!("re-reading upload: {e}")))?);
+        }
+        if h.len() != rec.offset {
+            return Err(Error::Internal(format!(
+                "upload {} holds {} bytes, record says {}",
+                rec.id,
+                h.len(),
+                rec.offset
+            )));
+        }
+        Ok(h)
+    }
+}
+
+/// How long the chunk must be, from its `Content-Range` and `Content-Length`, checked against
+/// where the session stands.
+fn expected_len(rec: &UploadRecord, chunk: ChunkInfo) -> Result<Option<u64>> {
+    match chunk.range {
+        None => Ok(chunk.length),
+        Some(r) => {
+            if r.start != rec.offset {
+                return Err(Error::ChunkOutOfOrder {
+                    repo: rec.repo.clone(),
+                    id: rec.id.clone(),
+                    offset: rec.offset,
+                });
+            }
+            if let Some(l) = chunk.length {
+                if l != r.len() {
+                    return Err(Error::spec(
+                        ErrorCode::SizeInvalid,
+                        format!(
+                            "Content-Length {l} does not match Content-Range {}-{}",
+                            r.start, r.end
+                        ),
+                    ));
+                }
+            }
+            Ok(Some(r.len()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::registry;
+    use crate::Error;
+    use berth_oci::range::ChunkRange;
+    use berth_oci::{Digest, RepoName};
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    use super::ChunkInfo;
+
+    fn body(b: &'static [u8]) -> berth_store::ByteStream<'static> {
+        futures::stream::once(async move { Ok(Bytes::from_static(b)) }).boxed()
+    }
+
+    #[tokio::test]
+    async fn chunked_upload_with_order_checks() {
+        let (reg, _dir) = registry().await;
+        let repo: RepoName = "a/b".parse().unwrap();
+        let rec = reg.start_upload(&repo).await.unwrap();
+        let c1 = ChunkInfo {
+            range: Some(ChunkRange { start: 0, end: 4 }),
+            length: Some(5),
+        };
+        assert_eq!(
+            reg.patch_upload(&repo, &rec.id, c1, body(b"hello"))
+                .await
+                .unwrap()
+                .offset,
+            5
+        );
+        // repeated chunk
+        let e = reg
+            .patch_upload(&repo, &rec.id, c1, body(b"hello"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::ChunkOutOfOrder { offset: 5, .. }));
+        // a body longer than its range is refused and changes nothing
+        let c2 = ChunkInfo {
+            range: Some(ChunkRange { start: 5, end: 6 }),
+            length: None,
+        };
+        assert!(reg
+            .patch_upload(&repo, &rec.id, c2, body(b" world"))
+            .await
+            .is_err());
+        assert_eq!(reg.upload_status(&repo, &rec.id).await.unwrap().offset, 5);
+        let c2 = ChunkInfo {
+            range: Some(ChunkRange { start: 5, end: 10 }),
+            length: Some(6),
+        };
+        reg.patch_upload(&repo, &rec.id, c2, body(b" world"))
+            .await
+            .unwrap();
+        // wrong digest: refused, the session stays
+        let wrong = Digest::sha256(b"nope");
+        assert!(reg
+            .finish_upload(&repo, &rec.id, &wrong, ChunkInfo::default(), None)
+            .await
+            .is_err());
+        let d = Digest::sha256(b"hello world");
+        assert_eq!(
+            reg.finish_upload(&repo, &rec.id, &d, ChunkInfo::default(), None)
+                .await
+                .unwrap(),
+            11
+        );
+        assert!(reg.upload_status(&repo, &rec.id).await.is_err());
+        assert_eq!(reg.blob_size(&repo, &d).await.unwrap(), 11);
+    }
+
+    #[tokio::test]
+    async fn sha512_and_monolithic() {
+        let (reg, _dir) = registry().await;
+        let repo: RepoName = "x".parse().unwrap();
+        let d = Digest::of(berth_oci::Algorithm::Sha512, b"abc");
+        reg.monolithic_upload(&repo, &d, ChunkInfo::default(), body(b"abc"))
+            .await
+            .unwrap();
+        assert_eq!(reg.blob_size(&repo, &d).await.unwrap(), 3);
+        // A session hashed as sha256 finished with a sha512 digest is re-hashed.
+        let rec = reg.start_upload(&repo).await.unwrap();
+        reg.patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"ab"))
+            .await
+            .unwrap();
+        reg.finish_upload(&repo, &rec.id, &d, ChunkInfo::default(), Some(body(b"c")))
+            .await
+            .unwrap();
+        // Sessions belong to their repository.
+        let rec = reg.start_upload(&repo).await.unwrap();
+        let other: RepoName = "y".parse().unwrap();
+        assert!(reg.upload_status(&other, &rec.id).await.is_err());
+    }
+}

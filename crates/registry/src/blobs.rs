@@ -33,6 +33,21 @@ impl Registry {
             .ok_or_else(|| Error::blob_unknown(digest))
     }
 
+    /// The size of a blob `repo` may see and the part of it a `Range` header asks for.
+    pub async fn blob_range(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<&str>,
+    ) -> Result<(u64, Option<(u64, u64)>)> {
+        let size = self.blob_size(repo, digest).await?;
+        match parse_range(range, size) {
+            RangeRequest::Full => Ok((size, None)),
+            RangeRequest::Partial { start, end } => Ok((size, Some((start, end)))),
+            RangeRequest::Unsatisfiable => Err(Error::RangeNotSatisfiable { size }),
+        }
+    }
+
     /// Opens a blob for reading, honouring a single `Range` header.
     pub async fn read_blob(
         &self,
@@ -40,12 +55,7 @@ impl Registry {
         digest: &Digest,
         range: Option<&str>,
     ) -> Result<BlobBody> {
-        let size = self.blob_size(repo, digest).await?;
-        let range = match parse_range(range, size) {
-            RangeRequest::Full => None,
-            RangeRequest::Partial { start, end } => Some((start, end)),
-            RangeRequest::Unsatisfiable => return Err(Error::RangeNotSatisfiable { size }),
-        };
+        let (size, range) = self.blob_range(repo, digest, range).await?;
         let body = match self.blobs.read(digest, range).await {
             Err(berth_store::StoreError::NotFound) => {
                 return Err(Error::Internal(format!(

@@ -1,1 +1,132 @@
-//! placeholder
+//! The HTTP front of the registry. It parses requests, calls the domain, and writes
+//! responses; it picks the storage backends from the configuration.
+//!
+//! - [`config`]: the TOML configuration and its defaults.
+//! - [`dispatch`]: the `/v2/` path parser (repository names contain `/`).
+//! - [`handlers`]: one thin handler per endpoint.
+//! - [`error`]: the only mapping from errors to responses.
+//! - [`metrics`]: Prometheus metrics and the per-request log line.
+
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod handlers;
+pub mod metrics;
+
+use anyhow::Context;
+use axum::http::{HeaderName, HeaderValue};
+use axum::routing::{any, get};
+use axum::Router;
+use berth_registry::Registry;
+use config::{Config, LogFormat};
+use handlers::AppState;
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+static API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+
+/// Sets up logging to stderr as the configuration says (`RUST_LOG` wins when set).
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Opens the backends the configuration names and builds the registry on them.
+pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
+    let data = &config.storage.path;
+    let store = berth_store::fs::FsStore::open(data)
+        .with_context(|| format!("opening data directory {}", data.display()))?;
+    let url = config.database_url();
+    let meta = berth_meta::sqlite::SqliteMeta::open_url(&url)
+        .await
+        .with_context(|| format!("opening database {url}"))?;
+    Ok(Registry::new(
+        Arc::new(store),
+        Arc::new(meta),
+        config.registry_options(),
+    ))
+}
+
+/// The application: `/v2/` and everything under it, and `/metrics`.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", any(handlers::v2))
+        .route("/v2/", any(handlers::v2))
+        .route("/v2/{*rest}", any(handlers::v2))
+        .route("/metrics", get(handlers::metrics_page))
+        .with_state(state)
+        .layer(axum::middleware::from_fn(
+            |req, next: axum::middleware::Next| async move {
+                let mut r = next.run(req).await;
+                r.headers_mut().insert(
+                    API_VERSION.clone(),
+                    HeaderValue::from_static("registry/2.0"),
+                );
+                r
+            },
+        ))
+        .layer(axum::middleware::from_fn_with_state((), metrics::track))
+}
+
+/// Serves on `listener` until `shutdown` resolves, then gives in-flight requests up to the
+/// configured time to finish.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let registry = open_registry(&config).await?;
+    let metrics = metrics::install().ok();
+    let app = app(AppState { registry, metrics });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(());
+    });
+    let server = server.into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r.context("serving")?,
+        _ = async {
+            let _ = stop_rx.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("in-flight requests did not finish within {}s; exiting", grace.as_secs());
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,193 @@
+//! Configuration: a TOML file (every option documented in `config.example.toml`), defaults
+//! that need no file at all, and command-line overrides. Validated once, at start.
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub database: DatabaseConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Seconds in-flight requests get to finish after SIGTERM or SIGINT.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:5000".into(),
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageType {
+    #[default]
+    Fs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    #[serde(rename = "type")]
+    pub kind: StorageType,
+    /// Data directory: blobs, upload scratch space, and the default database.
+    pub path: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: StorageType::Fs,
+            path: PathBuf::from("./berth-data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH`; defaults to `sqlite://<storage.path>/meta.db`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: usize,
+    /// Most entries in one tags or catalog page.
+    pub max_page: u64,
+    /// Catalog page size when the client gives no `n`.
+    pub default_catalog_page: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = berth_registry::Options::default();
+        LimitsConfig {
+            max_manifest_bytes: d.max_manifest_bytes,
+            max_page: d.max_page,
+            default_catalog_page: d.default_catalog_page,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `berth_server=debug`, …); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let c: Config = toml::from_str(text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.listen_addr()?;
+        if self.limits.max_manifest_bytes < 1024 {
+            bail!("limits.max_manifest_bytes must be at least 1024");
+        }
+        if self.limits.max_page == 0 || self.limits.default_catalog_page == 0 {
+            bail!("limits.max_page and limits.default_catalog_page must be positive");
+        }
+        let url = self.database_url();
+        if !url.starts_with("sqlite:") {
+            bail!("database.url {url:?} is not supported: use sqlite://PATH");
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
+        self.server.listen.parse().with_context(|| {
+            format!(
+                "server.listen {:?} is not an address like 127.0.0.1:5000",
+                self.server.listen
+            )
+        })
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.storage.path.join("meta.db").display()),
+        }
+    }
+
+    pub fn registry_options(&self) -> berth_registry::Options {
+        berth_registry::Options {
+            max_manifest_bytes: self.limits.max_manifest_bytes,
+            max_page: self.limits.max_page,
+            default_catalog_page: self.limits.default_catalog_page,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_matches_defaults() {
+        let text = include_str!("../../../config.example.toml");
+        let c = Config::parse(text).expect("config.example.toml parses");
+        let d = Config::default();
+        assert_eq!(c.server.listen, d.server.listen);
+        assert_eq!(c.limits.max_manifest_bytes, d.limits.max_manifest_bytes);
+        assert_eq!(c.storage.path, d.storage.path);
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        assert!(Config::parse("[server]\nlisten = \"nope\"").is_err());
+        assert!(Config::parse("[server]\nunknown = 1").is_err());
+        assert!(Config::parse("[storage]\ntype = \"tape\"").is_err());
+        assert!(Config::parse("[database]\nurl = \"mysql://x\"").is_err());
+        assert!(Config::parse("[limits]\nmax_page = 0").is_err());
+        assert!(Config::parse("").is_ok());
+    }
+}

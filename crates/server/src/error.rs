@@ -1,0 +1,112 @@
+//! The one place where errors become HTTP responses: the spec's JSON error body
+//! (`{"errors":[{"code","message","detail"}]}`), the status, and the headers some errors
+//! carry. Internal failures are logged in full and answered without their details.
+
+use crate::dispatch::RouteError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_oci::{DigestError, ErrorCode};
+use berth_registry::Error;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl ApiError {
+    pub fn spec(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError(Error::spec(code, message))
+    }
+
+    pub fn status(code: ErrorCode, status: u16, message: impl Into<String>) -> ApiError {
+        ApiError(Error::spec(code, message).with_status(status))
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::NotFound => {
+                ApiError::status(ErrorCode::NameUnknown, 404, "no such endpoint")
+            }
+            RouteError::Name(e) => ApiError::spec(ErrorCode::NameInvalid, e.to_string()),
+            RouteError::Digest(e) => digest_error(e),
+            RouteError::Reference(berth_oci::NameError::Digest(e)) => digest_error(e),
+            RouteError::Reference(e) => ApiError::spec(ErrorCode::ManifestInvalid, e.to_string()),
+            RouteError::Upload => ApiError(Error::upload_unknown()),
+        }
+    }
+}
+
+pub fn digest_error(e: DigestError) -> ApiError {
+    ApiError::spec(ErrorCode::DigestInvalid, e.to_string())
+}
+
+fn body(code: ErrorCode, message: &str, detail: Option<serde_json::Value>) -> String {
+    let mut err = serde_json::json!({ "code": code.as_str(), "message": message });
+    if let Some(d) = detail {
+        err["detail"] = d;
+    }
+    serde_json::json!({ "errors": [err] }).to_string()
+}
+
+fn json(status: u16, text: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Error::Spec {
+                code,
+                status,
+                message,
+                detail,
+            } => json(status, body(code, &message, detail)),
+            Error::ChunkOutOfOrder { repo, id, offset } => {
+                let text = body(
+                    ErrorCode::BlobUploadInvalid,
+                    &format!("chunk does not start at the upload's offset {offset}"),
+                    Some(serde_json::json!({ "offset": offset })),
+                );
+                let mut r = json(416, text);
+                crate::handlers::upload_headers(r.headers_mut(), &repo, &id, offset);
+                r
+            }
+            Error::RangeNotSatisfiable { size } => {
+                let text = body(
+                    ErrorCode::SizeInvalid,
+                    &format!("requested range not satisfiable for a blob of {size} bytes"),
+                    Some(serde_json::json!({ "size": size })),
+                );
+                let mut r = json(416, text);
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                r
+            }
+            Error::Internal(msg) => {
+                tracing::error!(error = %msg, "internal error");
+                json(
+                    500,
+                    r#"{"errors":[{"code":"UNKNOWN","message":"internal server error"}]}"#
+                        .to_owned(),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! Request handlers: each extracts its arguments, calls one `Registry` method and builds the
+//! response headers. Logic belongs in the domain, not here.
+
+use crate::dispatch::{self, Route};
+use crate::error::{digest_error, ApiError};
+use crate::metrics::{self, InFlight, RouteLabel};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_oci::range::parse_content_range;
+use berth_oci::{media, Digest, ErrorCode, Reference, RepoName, UploadId};
+use berth_registry::blobs::Mount;
+use berth_registry::uploads::ChunkInfo;
+use berth_registry::{ByteStream, Registry};
+use futures::{StreamExt, TryStreamExt};
+use http_body_util::BodyExt;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Registry,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+type Result<T = Response, E = ApiError> = std::result::Result<T, E>;
+
+static DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");
+static UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+static OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+static FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+/// A header value from text we produced (digests, names, numbers): always valid, but no
+/// panic if it ever were not.
+fn hv(s: impl AsRef<str>) -> HeaderValue {
+    HeaderValue::from_str(s.as_ref()).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+fn json_response(value: &impl serde::Serialize, content_type: &'static str) -> Response {
+    let text = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());
+    let mut r = Response::new(Body::from(text));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// `Location`, `Range` and `Docker-Upload-UUID` of an upload session at `offset`.
+pub fn upload_headers(h: &mut HeaderMap, repo: &RepoName, id: &UploadId, offset: u64) {
+    h.insert(
+        header::LOCATION,
+        hv(format!("/v2/{repo}/blobs/uploads/{id}")),
+    );
+    // Inclusive end of what is held; Distribution writes 0-0 for an empty session.
+    h.insert(header::RANGE, hv(format!("0-{}", offset.saturating_sub(1))));
+    h.insert(UPLOAD_UUID.clone(), hv(id.as_str()));
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
+    let mut r = empty(StatusCode::CREATED);
+    r.headers_mut()
+        .insert(header::LOCATION, hv(format!("/v2/{repo}/blobs/{digest}")));
+    r.headers_mut()
+        .insert(DIGEST_HEADER.clone(), hv(digest.to_string()));
+    r
+}
+
+/// Query parameters; a known parameter given twice is ambiguous and refused.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn of(req: &Request) -> Query {
+        Query(
+            form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    fn one(&self, key: &str, code: ErrorCode) -> Result<Option<&str>> {
+        let mut it = self.0.iter().filter(|(k, _)| k == key);
+        let first = it.next().map(|(_, v)| v.as_str());
+        if it.next().is_some() {
+            return Err(ApiError::spec(
+                code,
+                format!("query parameter {key:?} given more than once"),
+            ));
+        }
+        Ok(first)
+    }
+
+    fn number(&self, key: &str) -> Result<Option<u64>> {
+        match self.one(key, ErrorCode::Unsupported)? {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::status(
+                    ErrorCode::Unsupported,
+                    400,
+                    format!("{key} must be a non-negative integer"),
+                )
+            }),
+        }
+    }
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn content_length(h: &HeaderMap) -> Result<Option<u64>> {
+    match h.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::spec(ErrorCode::SizeInvalid, "invalid Content-Length")),
+    }
+}
+
+fn chunk_info(h: &HeaderMap) -> Result<ChunkInfo> {
+    let range = match h.get(header::CONTENT_RANGE) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(parse_content_range)
+                .ok_or_else(|| {
+                    ApiError::status(ErrorCode::BlobUploadInvalid, 416, "invalid Content-Range")
+                })?,
+        ),
+    };
+    Ok(ChunkInfo {
+        range,
+        length: content_length(h)?,
+    })
+}
+
+/// Does this request carry a body (a non-zero length, or a chunked one)?
+fn has_body(h: &HeaderMap) -> Result<bool> {
+    Ok(match content_length(h)? {
+        Some(n) => n > 0,
+        None => h.contains_key(header::TRANSFER_ENCODING),
+    })
+}
+
+fn stream(body: Body) -> ByteStream<'static> {
+    let s = TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other);
+    TryStreamExt::inspect_ok(s, |b| metrics::received(b.len() as u64)).boxed()
+}
+
+fn digest_param(q: &Query) -> Result<Option<Digest>> {
+    q.one("digest", ErrorCode::DigestInvalid)?
+        .map(|d| d.parse().map_err(digest_error))
+        .transpose()
+}
+
+/// The `/v2/…` entry point: parses the path, then calls the handler for route and method.
+pub async fn v2(State(app): State<AppState>, req: Request) -> Response {
+    let (label, result) = match dispatch::parse(req.uri().path()) {
+        Err(e) => ("invalid", Err(ApiError::from(e))),
+        Ok(route) => (
+            route.label(),
+            route_request(&app.registry, route, req).await,
+        ),
+    };
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(RouteLabel(label));
+    response
+}
+
+async fn route_request(reg: &Registry, route: Route, req: Request) -> Result {
+    let method = req.method().clone();
+    let head = method == Method::HEAD;
+    // Borrows of the request must not live across awaits (its body is not Sync).
+    let q = Query::of(&req);
+    match (route, method) {
+        // end-1
+        (Route::Base, Method::GET | Method::HEAD) => {
+            Ok(json_response(&serde_json::json!({}), "application/json"))
+        }
+        (Route::Catalog, Method::GET) => catalog(reg, &q).await,
+        // end-8a, end-8b
+        (Route::Tags(repo), Method::GET) => list_tags(reg, &repo, &q).await,
+        // end-3
+        (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
+            get_manifest(reg, &repo, &r, req.headers(), head).await
+        }
+        // end-7
+        (Route::Manifest(repo, r), Method::PUT) => put_manifest(reg, &repo, &r, req).await,
+        // end-9
+        (Route::Manifest(repo, r), Method::DELETE) => {
+            reg.delete_manifest(&repo, &r).await?;
+            Ok(empty(StatusCode::ACCEPTED))
+        }
+        // end-2
+        (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
+            get_blob(reg, &repo, &d, req.headers(), head).await
+        }
+        // end-10
+        (Route::Blob(repo, d), Method::DELETE) => {
+            reg.delete_blob(&repo, &d).await?;
+            let mut r = empty(StatusCode::ACCEPTED);
+            r.headers_mut()
+                .insert(DIGEST_HEADER.clone(), hv(d.to_string()));
+            Ok(r)
+        }
+        // end-4a, end-4b, end-11
+        (Route::UploadStart(repo), Method::POST) => start_upload(reg, &repo, &q, req).await,
+        // end-5
+        (Route::Upload(repo, id), Method::PATCH) => patch_upload(reg, &repo, &id, req).await,
+        // end-6
+        (Route::Upload(repo, id), Method::PUT) => finish_upload(reg, &repo, &id, &q, req).await,
+        // end-13
+        (Route::Upload(repo, id), Method::GET | Method::HEAD) => {
+            let rec = reg.upload_status(&repo, &id).await?;
+            let mut r = empty(StatusCode::NO_CONTENT);
+            upload_headers(r.headers_mut(), &repo, &id, rec.offset);
+            Ok(r)
+        }
+        // end-14
+        (Route::Upload(repo, id), Method::DELETE) => {
+            reg.cancel_upload(&repo, &id).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        // end-12a, end-12b
+        (Route::Referrers(repo, d), Method::GET) => referrers(reg, &repo, &d, &q).await,
+        (_, m) => Err(ApiError::spec(
+            ErrorCode::Unsupported,
+            format!("method {m} is not supported on this endpoint"),
+        )),
+    }
+}
+
+async fn get_blob(
+    reg: &Registry,
+    repo: &RepoName,
+    d: &Digest,
+    h: &HeaderMap,
+    head: bool,
+) -> Result {
+    let range_header = header_str(h, &header::RANGE);
+    let (size, range, body) = if head {
+        let (size, range) = reg.blob_range(repo, d, range_header).await?;
+        (size, range, Body::empty())
+    } else {
+        let b = reg.read_blob(repo, d, range_header).await?;
+        (b.size, b.range, Body::from_stream(b.body))
+    };
+    let mut r = Response::new(body);
+    let hs = r.headers_mut();
+    hs.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    hs.insert(DIGEST_HEADER.clone(), hv(d.to_string()));
+    hs.insert(header::ETAG, hv(format!("\"{d}\"")));
+    hs.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    hs.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    match range {
+        None => {
+            hs.insert(header::CONTENT_LENGTH, hv(size.to_string()));
+        }
+        Some((start, end)) => {
+            hs.insert(header::CONTENT_LENGTH, hv((end - start + 1).to_string()));
+            hs.insert(
+                header::CONTENT_RANGE,
+                hv(format!("bytes {start}-{end}/{size}")),
+            );
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
+    }
+    Ok(r)
+}
+
+async fn get_manifest(
+    reg: &Registry,
+    repo: &RepoName,
+    r: &Reference,
+    h: &HeaderMap,
+    head: bool,
+) -> Result {
+    let accept: Vec<&str> = h
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let (record, body) = if head {
+        (reg.manifest_record(repo, r, &accept).await?, Body::empty())
+    } else {
+        let m = reg.get_manifest(repo, r, &accept).await?;
+        (m.record, Body::from(m.body))
+    };
+    let mut resp = Response::new(body);
+    let hs = resp.headers_mut();
+    hs.insert(header::CONTENT_TYPE, hv(&record.media_type));
+    hs.insert(header::CONTENT_LENGTH, hv(record.size.to_string()));
+    hs.insert(DIGEST_HEADER.clone(), hv(record.digest.to_string()));
+    hs.insert(header::ETAG, hv(format!("\"{}\"", record.digest)));
+    Ok(resp)
+}
+
+async fn put_manifest(reg: &Registry, repo: &RepoName, r: &Reference, req: Request) -> Result {
+    let max = reg.options().max_manifest_bytes;
+    let too_large = || {
+        ApiError::status(
+            ErrorCode::SizeInvalid,
+            413,
+            format!("manifest exceeds the limit of {max} bytes"),
+        )
+    };
+    if content_length(req.headers())?.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let content_type = header_str(req.headers(), &header::CONTENT_TYPE).map(str::to_owned);
+    let body = match http_body_util::Limited::new(req.into_body(), max)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(e) => {
+            return Err(ApiError::spec(
+                ErrorCode::ManifestInvalid,
+                format!("reading the manifest failed: {e}"),
+            ))
+        }
+    };
+    metrics::received(body.len() as u64);
+    let pushed = reg
+        .put_manifest(repo, r, content_type.as_deref(), body)
+        .await?;
+    let mut resp = empty(StatusCode::CREATED);
+    let hs = resp.headers_mut();
+    hs.insert(
+        header::LOCATION,
+        hv(format!("/v2/{repo}/manifests/{}", pushed.digest)),
+    );
+    hs.insert(DIGEST_HEADER.clone(), hv(pushed.digest.to_string()));
+    if let Some(s) = pushed.subject {
+        hs.insert(OCI_SUBJECT.clone(), hv(s.to_string()));
+    }
+    Ok(resp)
+}
+
+async fn start_upload(reg: &Registry, repo: &RepoName, q: &Query, req: Request) -> Result {
+    if let Some(mount) = q.one("mount", ErrorCode::DigestInvalid)? {
+        let digest: Digest = mount.parse().map_err(digest_error)?;
+        let from = q
+            .one("from", ErrorCode::NameInvalid)?
+            .map(|f| {
+                f.parse::<RepoName>()
+                    .map_err(|e| ApiError::spec(ErrorCode::NameInvalid, e.to_string()))
+            })
+            .transpose()?;
+        return match reg.mount_blob(repo, &digest, from.as_ref()).await? {
+            Mount::Mounted { .. } => Ok(blob_created(repo, &digest)),
+            Mount::Upload(rec) => {
+                let mut r = empty(StatusCode::ACCEPTED);
+                upload_headers(r.headers_mut(), repo, &rec.id, 0);
+                Ok(r)
+            }
+        };
+    }
+    if let Some(digest) = digest_param(q)? {
+        let _in_flight = InFlight::start();
+        let chunk = ChunkInfo {
+            range: None,
+            length: content_length(req.headers())?,
+        };
+        reg.monolithic_upload(repo, &digest, chunk, stream(req.into_body()))
+            .await?;
+        return Ok(blob_created(repo, &digest));
+    }
+    let rec = reg.start_upload(repo).await?;
+    let mut r = empty(StatusCode::ACCEPTED);
+    upload_headers(r.headers_mut(), repo, &rec.id, 0);
+    Ok(r)
+}
+
+async fn patch_upload(reg: &Registry, repo: &RepoName, id: &UploadId, req: Request) -> Result {
+    let _in_flight = InFlight::start();
+    let chunk = chunk_info(req.headers())?;
+    let rec = reg
+        .patch_upload(repo, id, chunk, stream(req.into_body()))
+        .await?;
+    let mut r = empty(StatusCode::ACCEPTED);
+    upload_headers(r.headers_mut(), repo, id, rec.offset);
+    Ok(r)
+}
+
+async fn finish_upload(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &UploadId,
+    q: &Query,
+    req: Request,
+) -> Result {
+    let _in_flight = InFlight::start();
+    let digest = digest_param(q)?.ok_or_else(|| {
+        ApiError::spec(ErrorCode::DigestInvalid, "the digest parameter is required")
+    })?;
+    let chunk = chunk_info(req.headers())?;
+    let body = has_body(req.headers())?.then(|| stream(req.into_body()));
+    reg.finish_upload(repo, id, &digest, chunk, body).await?;
+    Ok(blob_created(repo, &digest))
+}
+
+/// `Link: <…?n=N&last=L>; rel="next"` when a page was cut.
+fn next_link(r: &mut Response, base: &str, listing: &berth_registry::listing::Listing) {
+    if let (true, Some(last)) = (listing.more, listing.names.last()) {
+        let last: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
+        r.headers_mut().insert(
+            header::LINK,
+            hv(format!(
+                "<{base}?n={}&last={last}>; rel=\"next\"",
+                listing.n
+            )),
+        );
+    }
+}
+
+async fn list_tags(reg: &Registry, repo: &RepoName, q: &Query) -> Result {
+    let listing = reg
+        .list_tags(repo, q.number("n")?, q.one("last", ErrorCode::Unsupported)?)
+        .await?;
+    let mut r = json_response(
+        &serde_json::json!({ "name": repo.as_str(), "tags": listing.names }),
+        "application/json",
+    );
+    next_link(&mut r, &format!("/v2/{repo}/tags/list"), &listing);
+    Ok(r)
+}
+
+async fn catalog(reg: &Registry, q: &Query) -> Result {
+    let listing = reg
+        .catalog(q.number("n")?, q.one("last", ErrorCode::Unsupported)?)
+        .await?;
+    let mut r = json_response(
+        &serde_json::json!({ "repositories": listing.names }),
+        "application/json",
+    );
+    next_link(&mut r, "/v2/_catalog", &listing);
+    Ok(r)
+}
+
+async fn referrers(reg: &Registry, repo: &RepoName, subject: &Digest, q: &Query) -> Result {
+    let artifact_type = q.one("artifactType", ErrorCode::Unsupported)?;
+    let manifests = reg.referrers(repo, subject, artifact_type).await?;
+    let index = serde_json::json!({ "schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests });
+    let mut r = json_response(&index, media::OCI_INDEX);
+    if artifact_type.is_some() {
+        r.headers_mut().insert(
+            FILTERS_APPLIED.clone(),
+            HeaderValue::from_static("artifactType"),
+        );
+    }
+    Ok(r)
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics_page(State(app): State<AppState>) -> Response {
+    let text = app.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let mut r = Response::new(Body::from(text));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r.extensions_mut().insert(RouteLabel("metrics"));
+    r
+}

@@ -1,0 +1,115 @@
+//! Prometheus metrics and the per-request log line, both from one middleware.
+//!
+//! Routes are labelled by endpoint kind (never by repository name, which would make the
+//! label set unbounded): handlers put a [`RouteLabel`] in the response's extensions.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::time::{Duration, Instant};
+
+/// The endpoint kind a response came from.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteLabel(pub &'static str);
+
+/// Installs the process-wide recorder and returns the handle that renders `/metrics`.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let buckets = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&buckets)
+        .map_err(|e| anyhow::anyhow!("metrics buckets: {e}"))?
+        .install_recorder()
+        .map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    metrics::describe_counter!(
+        "berth_http_requests_total",
+        "HTTP requests by route, method and status"
+    );
+    metrics::describe_histogram!(
+        "berth_http_request_duration_seconds",
+        "HTTP request latency by route"
+    );
+    metrics::describe_counter!(
+        "berth_bytes_received_total",
+        "Blob and manifest bytes received"
+    );
+    metrics::describe_counter!("berth_bytes_sent_total", "Response body bytes sent");
+    metrics::describe_gauge!(
+        "berth_uploads_in_flight",
+        "Requests currently streaming an upload body"
+    );
+    Ok(handle)
+}
+
+/// Counts uploads in flight for as long as it lives.
+pub struct InFlight;
+
+impl InFlight {
+    pub fn start() -> InFlight {
+        metrics::gauge!("berth_uploads_in_flight").increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("berth_uploads_in_flight").decrement(1.0);
+    }
+}
+
+pub fn received(n: u64) {
+    metrics::counter!("berth_bytes_received_total").increment(n);
+}
+
+/// Records the request's metrics and writes its one log line. The path is logged without
+/// its query string, which may carry credentials once tokens exist.
+pub async fn track(State(()): State<()>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let response = next.run(req).await;
+    let elapsed = start.elapsed();
+    let route = response
+        .extensions()
+        .get::<RouteLabel>()
+        .map(|r| r.0)
+        .unwrap_or("other");
+    let status = response.status().as_u16();
+    let sent: u64 = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let sent = if method == axum::http::Method::HEAD {
+        0
+    } else {
+        sent
+    };
+    metrics::counter!("berth_http_requests_total", "route" => route, "method" => method.to_string(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("berth_http_request_duration_seconds", "route" => route)
+        .record(elapsed.as_secs_f64());
+    metrics::counter!("berth_bytes_sent_total").increment(sent);
+    tracing::info!(
+        target: "berth::access",
+        method = %method,
+        path = %path,
+        route,
+        status,
+        bytes = sent,
+        ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}

@@ -74,16 +74,19 @@ fn serve(
     berth_server::init_logging(&cfg);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
+        let registry = berth_server::open_registry(&cfg).await?;
+        let shutdown = berth_server::shutdown_signal()?;
         let addr = cfg.listen_addr()?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
-        // The first line on stdout is the bound address: tests that bind port 0 read it.
-        println!("berth listening on http://{bound}");
         tracing::info!(
             addr = %bound,
             data = %cfg.storage.path.display(),
             "serving; no authentication is configured: anyone who can reach this address may pull and push"
         );
-        berth_server::run(cfg, listener, berth_server::shutdown_signal()).await
+        // The first line on stdout is the bound address, printed once the server is ready:
+        // tests that bind port 0 read it.
+        println!("berth listening on http://{bound}");
+        berth_server::serve(&cfg, registry, listener, shutdown).await
     })
 }

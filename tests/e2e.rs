@@ -1,1 +1,14 @@
-//! e2e
+//! Black-box tests: each starts the real `berth serve` on 127.0.0.1:0 and talks HTTP to it.
+//! One test binary with modules, so it links once. Test names carry the spec endpoint ids.
+
+mod e2e {
+    pub mod cli;
+    pub mod clients;
+    pub mod harness;
+    pub mod images;
+    pub mod listing;
+    pub mod manifests;
+    pub mod pull;
+    pub mod push;
+    pub mod restart;
+}

@@ -88,8 +88,9 @@ impl Query {
         let mut it = self.0.iter().filter(|(k, _)| k == key);
         let first = it.next().map(|(_, v)| v.as_str());
         if it.next().is_some() {
-            return Err(ApiError::spec(
+            return Err(ApiError::status(
                 code,
+                400,
                 format!("query parameter {key:?} given more than once"),
             ));
         }
@@ -313,23 +314,18 @@ async fn get_manifest(
 
 async fn put_manifest(reg: &Registry, repo: &RepoName, r: &Reference, req: Request) -> Result {
     let max = reg.options().max_manifest_bytes;
-    let too_large = || {
-        ApiError::status(
-            ErrorCode::SizeInvalid,
-            413,
-            format!("manifest exceeds the limit of {max} bytes"),
-        )
-    };
-    if content_length(req.headers())?.is_some_and(|n| n > max as u64) {
-        return Err(too_large());
-    }
     let content_type = header_str(req.headers(), &header::CONTENT_TYPE).map(str::to_owned);
-    let body = match http_body_util::Limited::new(req.into_body(), max)
-        .collect()
-        .await
-    {
+    let mut body = req.into_body();
+    let bytes = match http_body_util::Limited::new(&mut body, max).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            drain(body).await;
+            return Err(ApiError::status(
+                ErrorCode::SizeInvalid,
+                413,
+                format!("manifest exceeds the limit of {max} bytes"),
+            ));
+        }
         Err(e) => {
             return Err(ApiError::spec(
                 ErrorCode::ManifestInvalid,
@@ -337,9 +333,9 @@ async fn put_manifest(reg: &Registry, repo: &RepoName, r: &Reference, req: Reque
             ))
         }
     };
-    metrics::received(body.len() as u64);
+    metrics::received(bytes.len() as u64);
     let pushed = reg
-        .put_manifest(repo, r, content_type.as_deref(), body)
+        .put_manifest(repo, r, content_type.as_deref(), bytes)
         .await?;
     let mut resp = empty(StatusCode::CREATED);
     let hs = resp.headers_mut();
@@ -415,6 +411,19 @@ async fn finish_upload(
     let body = has_body(req.headers())?.then(|| stream(req.into_body()));
     reg.finish_upload(repo, id, &digest, chunk, body).await?;
     Ok(blob_created(repo, &digest))
+}
+
+/// Reads and discards what is left of a refused body, up to a bound, so the client can read
+/// the error instead of failing on a closed connection; past the bound the connection closes.
+async fn drain(mut body: Body) {
+    const DRAIN_LIMIT: usize = 64 << 20;
+    let mut seen = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map(|d| d.len()).unwrap_or(0);
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+    }
 }
 
 /// `Link: <…?n=N&last=L>; rel="next"` when a page was cut.

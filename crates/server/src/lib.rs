@@ -77,14 +77,14 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state((), metrics::track))
 }
 
-/// Serves on `listener` until `shutdown` resolves, then gives in-flight requests up to the
-/// configured time to finish.
-pub async fn run(
-    config: Config,
+/// Serves `registry` on `listener` until `shutdown` resolves, then gives in-flight requests
+/// up to the configured time to finish.
+pub async fn serve(
+    config: &Config,
+    registry: Registry,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let registry = open_registry(&config).await?;
     let metrics = metrics::install().ok();
     let app = app(AppState { registry, metrics });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -109,24 +109,26 @@ pub async fn run(
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Opens the backends, then serves on `listener` (the entry point tests and `main` share).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let registry = open_registry(&config).await?;
+    serve(&config, registry, listener, shutdown).await
+}
+
+/// Registers for SIGTERM and SIGINT now (so a signal that arrives before the server is
+/// polled is not lost) and returns a future that resolves on either.
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
+    })
 }

@@ -1,0 +1,218 @@
+//! The test harness: a real `berth serve` process with its own data directory, killed on
+//! drop, and a few HTTP helpers that every test module shares.
+
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+pub struct TestRegistry {
+    child: Child,
+    pub addr: String,
+    pub data: PathBuf,
+    // Held so the directory outlives the process; None when the caller owns it.
+    _dir: Option<tempfile::TempDir>,
+    pub client: Client,
+}
+
+impl TestRegistry {
+    /// A fresh registry on an empty data directory.
+    pub fn spawn() -> TestRegistry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_path_buf();
+        let mut r = TestRegistry::spawn_with(&data, &[]);
+        r._dir = Some(dir);
+        r
+    }
+
+    /// A registry on `data` with extra command-line arguments.
+    pub fn spawn_with(data: &Path, args: &[&str]) -> TestRegistry {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start berth");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read first line");
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .expect("address")
+            .to_owned();
+        assert!(
+            addr.starts_with("127.0.0.1:"),
+            "unexpected first line {line:?}"
+        );
+        TestRegistry {
+            child,
+            addr,
+            data: data.to_path_buf(),
+            _dir: None,
+            client: Client::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the process at once (SIGKILL) and waits for it, keeping the data directory.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Hands over the data directory (so a restarted server can use it) and stops.
+    pub fn into_data(mut self) -> tempfile::TempDir {
+        self.kill();
+        self._dir.take().expect("owned data dir")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.req(Method::GET, path).send().await.expect("GET")
+    }
+
+    /// Pushes a blob monolithically (POST then PUT) and returns its digest.
+    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = sha256(data);
+        let r = self
+            .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let loc = header(&r, "location");
+        let r = self
+            .req(Method::PUT, &format!("{loc}?digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(data.to_vec())
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        digest
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Response {
+        self.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("PUT manifest")
+    }
+
+    /// Pushes every blob of an image and its manifest under `reference`.
+    pub async fn push_image(
+        &self,
+        repo: &str,
+        reference: &str,
+        image: &crate::e2e::images::Image,
+    ) -> String {
+        self.push_blob(repo, &image.config).await;
+        for l in &image.layers {
+            self.push_blob(repo, l).await;
+        }
+        let r = self
+            .put_manifest(repo, reference, OCI_MANIFEST, &image.manifest)
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+        header(&r, "docker-content-digest")
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+pub fn header(r: &Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Reads a response's JSON error body and returns its first code.
+pub async fn error_code(r: Response) -> String {
+    let v: serde_json::Value = r.json().await.expect("JSON error body");
+    v["errors"][0]["code"]
+        .as_str()
+        .expect("errors[0].code")
+        .to_owned()
+}
+
+/// Asserts a status and spec error code.
+pub async fn expect_error(r: Response, status: u16, code: &str) {
+    assert_eq!(r.status().as_u16(), status, "status for expected {code}");
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("application/json")
+    );
+    assert_eq!(error_code(r).await, code);
+}
+
+/// Sends one request over a raw socket, byte for byte (no client normalises the path), and
+/// returns the status and body.
+pub fn raw_request(addr: &str, request_line_and_headers: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = request_line_and_headers.as_bytes().to_vec();
+    req.extend_from_slice(body);
+    s.write_all(&req).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}

@@ -8,9 +8,16 @@ use std::process::Command;
 
 /// `true` when `tool` can run here; in CI a missing tool fails the test.
 pub fn have(tool: &str) -> bool {
-    let found = Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let found = Command::new(tool)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "{tool} is not installed: .ci/run must install it");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is not installed: .ci/run must install it"
+        );
         eprintln!("skipped: {tool} is not installed");
     }
     found
@@ -20,7 +27,9 @@ pub fn have(tool: &str) -> bool {
 pub fn write_layout(dir: &Path, images: &[(&str, &Image)]) {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| std::fs::write(blobs.join(sha256(data).trim_start_matches("sha256:")), data).unwrap();
+    let put = |data: &[u8]| {
+        std::fs::write(blobs.join(sha256(data).trim_start_matches("sha256:")), data).unwrap()
+    };
     let mut manifests = Vec::new();
     for (name, img) in images {
         put(&img.config);
@@ -41,8 +50,15 @@ pub fn write_layout(dir: &Path, images: &[(&str, &Image)]) {
 }
 
 fn skopeo(args: &[&str]) -> String {
-    let out = Command::new("skopeo").args(args).output().expect("run skopeo");
-    assert!(out.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -54,29 +70,65 @@ async fn skopeo_pushes_shared_base_to_two_repositories_and_pulls_both_back() {
     let reg = TestRegistry::spawn();
     let work = tempfile::tempdir().unwrap();
     let base = crate::e2e::images::bytes(7, 300_000);
-    let one = ImageBuilder::new(21).layer(base.clone()).layers(1, 5000).build();
-    let two = ImageBuilder::new(22).layer(base.clone()).layers(1, 7000).build();
+    let one = ImageBuilder::new(21)
+        .layer(base.clone())
+        .layers(1, 5000)
+        .build();
+    let two = ImageBuilder::new(22)
+        .layer(base.clone())
+        .layers(1, 7000)
+        .build();
     let layout = work.path().join("src");
     write_layout(&layout, &[("one", &one), ("two", &two)]);
     let src = layout.to_str().unwrap();
     let a = &reg.addr;
-    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false", &format!("oci:{src}:one"), &format!("docker://{a}/shared/one:v1")]);
-    skopeo(&["copy", "--preserve-digests", "--dest-tls-verify=false", &format!("oci:{src}:two"), &format!("docker://{a}/shared/two:v1")]);
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{src}:one"),
+        &format!("docker://{a}/shared/one:v1"),
+    ]);
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &format!("oci:{src}:two"),
+        &format!("docker://{a}/shared/two:v1"),
+    ]);
 
     for (repo, img) in [("one", &one), ("two", &two)] {
         // The registry serves exactly the manifest that was pushed.
-        let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{a}/shared/{repo}:v1")]);
+        let raw = skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{a}/shared/{repo}:v1"),
+        ]);
         assert_eq!(sha256(raw.as_bytes()), img.digest(), "{repo}");
-        let tags = skopeo(&["list-tags", "--tls-verify=false", &format!("docker://{a}/shared/{repo}")]);
+        let tags = skopeo(&[
+            "list-tags",
+            "--tls-verify=false",
+            &format!("docker://{a}/shared/{repo}"),
+        ]);
         assert!(tags.contains("\"v1\""), "{tags}");
         // Pull it back into a fresh layout: same manifest digest, same blobs.
         let out = work.path().join(format!("out-{repo}"));
         let dst = format!("oci:{}:{repo}", out.to_str().unwrap());
-        skopeo(&["copy", "--preserve-digests", "--src-tls-verify=false", &format!("docker://{a}/shared/{repo}:v1"), &dst]);
-        let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+        skopeo(&[
+            "copy",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            &format!("docker://{a}/shared/{repo}:v1"),
+            &dst,
+        ]);
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
         assert_eq!(index["manifests"][0]["digest"], img.digest());
         for l in &img.layers {
-            let p = out.join("blobs/sha256").join(sha256(l).trim_start_matches("sha256:"));
+            let p = out
+                .join("blobs/sha256")
+                .join(sha256(l).trim_start_matches("sha256:"));
             assert_eq!(std::fs::read(p).unwrap(), *l);
         }
     }
@@ -87,7 +139,12 @@ async fn skopeo_pushes_shared_base_to_two_repositories_and_pulls_both_back() {
 
     // Copying between repositories of the same registry mounts instead of uploading.
     let out = Command::new("skopeo")
-        .args(["--debug", "copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .args([
+            "--debug",
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
         .arg(format!("docker://{a}/shared/one:v1"))
         .arg(format!("docker://{a}/shared/three:v1"))
         .output()
@@ -95,7 +152,16 @@ async fn skopeo_pushes_shared_base_to_two_repositories_and_pulls_both_back() {
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
     // Every layer is mounted (skopeo uploads the small config itself).
-    assert_eq!(log.matches("mount OK").count(), one.layers.len(), "layers were not mounted: {log}");
-    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{a}/shared/three:v1")]);
+    assert_eq!(
+        log.matches("mount OK").count(),
+        one.layers.len(),
+        "layers were not mounted: {log}"
+    );
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{a}/shared/three:v1"),
+    ]);
     assert_eq!(sha256(raw.as_bytes()), one.digest());
 }

@@ -1,0 +1,464 @@
+//! `berth-bench`: runs Berth and the reference registry (CNCF Distribution) side by side on
+//! this machine, alternating them run by run, and writes BENCHMARKS.md and a JSON record.
+//!
+//! Every workload is bounded in count and time and talks to loopback only.
+
+mod server;
+mod workloads;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use reqwest::Method;
+use server::{Kind, Server};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use workloads::{blobs, hammer, manifest, parallel, walk, Blob, Ctx};
+
+#[derive(Parser)]
+#[command(about = "Benchmark Berth against the reference registry")]
+struct Args {
+    /// The berth binary (build it with --release).
+    #[arg(long, default_value = "target/release/berth")]
+    berth: PathBuf,
+    /// The reference registry binary (Debian package docker-registry).
+    #[arg(long, default_value = "/usr/bin/docker-registry")]
+    distribution: PathBuf,
+    /// Runs of each registry (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// A tiny version of every workload: checks that the benchmark works, measures nothing.
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the Markdown report (not written in --quick mode).
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Where to write every figure of every run as JSON.
+    #[arg(long, default_value = "bench/results.json")]
+    json: PathBuf,
+}
+
+/// Workload sizes.
+struct Sizes {
+    big_count: usize,
+    big_size: usize,
+    chunk: usize,
+    small_count: usize,
+    push_parallel: usize,
+    pulls: Vec<usize>,
+    hammer: Duration,
+    hammer_parallel: usize,
+    tags: usize,
+    tag_page: usize,
+    repos: usize,
+    mounts: usize,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        Sizes {
+            big_count: 64,
+            big_size: 16 << 20,
+            chunk: 5 << 20,
+            small_count: 2000,
+            push_parallel: 8,
+            pulls: vec![1, 8, 64],
+            hammer: Duration::from_secs(10),
+            hammer_parallel: 64,
+            tags: 10_000,
+            tag_page: 100,
+            repos: 1000,
+            mounts: 1000,
+        }
+    }
+
+    fn quick() -> Sizes {
+        Sizes {
+            big_count: 8,
+            big_size: 1 << 20,
+            chunk: 300 << 10,
+            small_count: 50,
+            push_parallel: 4,
+            pulls: vec![1, 8],
+            hammer: Duration::from_millis(500),
+            hammer_parallel: 8,
+            tags: 120,
+            tag_page: 50,
+            repos: 30,
+            mounts: 30,
+        }
+    }
+}
+
+/// The inputs, generated once and shared by every run of both registries.
+struct Data {
+    big: Vec<Blob>,
+    small: Vec<Blob>,
+    config: Blob,
+}
+
+type Figures = BTreeMap<&'static str, f64>;
+
+fn gb(bytes: u64) -> f64 {
+    bytes as f64 / 1e9
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+async fn run_one(kind: Kind, args: &Args, sizes: &Sizes, data: &Data) -> Result<Figures> {
+    let srv = Server::start(kind, &args.berth, &args.distribution).await?;
+    let mut f = Figures::new();
+    f.insert("startup_ms", srv.startup.as_secs_f64() * 1000.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.insert("idle_rss_mib", srv.rss_mib());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let ctx = Ctx {
+        client,
+        base: srv.base.clone(),
+    };
+    let big_bytes = (sizes.big_count * sizes.big_size) as u64;
+
+    // Push: monolithic, then chunked, 8 in parallel.
+    let cpu = srv.cpu_seconds();
+    let d = parallel(data.big.clone(), sizes.push_parallel, |b| {
+        let ctx = &ctx;
+        async move { ctx.push_monolithic("bench/mono", &b).await }
+    })
+    .await
+    .context("push monolithic")?;
+    f.insert("push_mono_MBps", mbps(big_bytes, d));
+    f.insert(
+        "push_mono_cpu_s_per_GB",
+        (srv.cpu_seconds() - cpu) / gb(big_bytes),
+    );
+
+    let cpu = srv.cpu_seconds();
+    let d = parallel(data.big.clone(), sizes.push_parallel, |b| {
+        let ctx = &ctx;
+        async move { ctx.push_chunked("bench/chunked", &b, sizes.chunk).await }
+    })
+    .await
+    .context("push chunked")?;
+    f.insert("push_chunked_MBps", mbps(big_bytes, d));
+    f.insert(
+        "push_chunked_cpu_s_per_GB",
+        (srv.cpu_seconds() - cpu) / gb(big_bytes),
+    );
+
+    // Manifests referencing the pushed blobs, 8 layers each.
+    ctx.push_monolithic("bench/mono", &data.config).await?;
+    let manifests: Vec<_> = data
+        .big
+        .chunks(8)
+        .map(|ls| manifest(&data.config, ls))
+        .collect();
+    let n_manifests = manifests.len();
+    let d = parallel(
+        manifests.into_iter().enumerate().collect(),
+        sizes.push_parallel,
+        |(i, m)| {
+            let ctx = &ctx;
+            async move {
+                ctx.put_manifest("bench/mono", &format!("v{i}"), &m)
+                    .await
+                    .map(|_| ())
+            }
+        },
+    )
+    .await
+    .context("push manifests")?;
+    f.insert("manifest_push_per_s", n_manifests as f64 / d.as_secs_f64());
+
+    // Small blobs.
+    let d = parallel(data.small.clone(), sizes.push_parallel, |b| {
+        let ctx = &ctx;
+        async move { ctx.push_monolithic("bench/small", &b).await }
+    })
+    .await
+    .context("push small")?;
+    f.insert("push_4KiB_per_s", data.small.len() as f64 / d.as_secs_f64());
+
+    // Pull the big blobs, digest-verified at each parallelism, then length-only at the largest.
+    let cpu = srv.cpu_seconds();
+    let mut pulled = 0u64;
+    for &p in &sizes.pulls {
+        let d = parallel(data.big.clone(), p, |b| {
+            let ctx = &ctx;
+            async move { ctx.pull("bench/mono", &b, true).await.map(|_| ()) }
+        })
+        .await
+        .context("pull")?;
+        pulled += big_bytes;
+        f.insert(leak(format!("pull_verified_{p}_MBps")), mbps(big_bytes, d));
+    }
+    let top = *sizes.pulls.last().unwrap_or(&1);
+    let d = parallel(data.big.clone(), top, |b| {
+        let ctx = &ctx;
+        async move { ctx.pull("bench/mono", &b, false).await.map(|_| ()) }
+    })
+    .await
+    .context("pull")?;
+    pulled += big_bytes;
+    f.insert(leak(format!("pull_length_{top}_MBps")), mbps(big_bytes, d));
+    f.insert("pull_cpu_s_per_GB", (srv.cpu_seconds() - cpu) / gb(pulled));
+
+    // Manifest GET and HEAD, by tag and by digest.
+    let digest = workloads::sha256(&manifest(&data.config, &data.big[..8.min(data.big.len())]));
+    let cpu = srv.cpu_seconds();
+    let mut requests = 0;
+    for (name, method, reference) in [
+        ("get_tag", Method::GET, "v0".to_owned()),
+        ("get_digest", Method::GET, digest.clone()),
+        ("head_tag", Method::HEAD, "v0".to_owned()),
+        ("head_digest", Method::HEAD, digest.clone()),
+    ] {
+        let path = format!("/v2/bench/mono/manifests/{reference}");
+        let rate = hammer(
+            &ctx,
+            method,
+            &path,
+            &digest,
+            sizes.hammer_parallel,
+            sizes.hammer,
+        )
+        .await
+        .context(name)?;
+        requests += rate.requests;
+        f.insert(leak(format!("manifest_{name}_rps")), rate.per_second);
+        f.insert(leak(format!("manifest_{name}_p50_ms")), rate.p50_ms);
+        f.insert(leak(format!("manifest_{name}_p99_ms")), rate.p99_ms);
+    }
+    f.insert(
+        "manifest_cpu_s_per_1000_req",
+        (srv.cpu_seconds() - cpu) / requests as f64 * 1000.0,
+    );
+
+    // Tags: create many on one manifest, then walk them page by page.
+    let m0 = manifest(&data.config, &data.big[..8.min(data.big.len())]);
+    let d = parallel((0..sizes.tags).collect(), sizes.push_parallel, |i| {
+        let ctx = &ctx;
+        let m0 = &m0;
+        async move {
+            ctx.put_manifest("bench/mono", &format!("t{i:06}"), m0)
+                .await
+                .map(|_| ())
+        }
+    })
+    .await
+    .context("create tags")?;
+    f.insert("tag_create_per_s", sizes.tags as f64 / d.as_secs_f64());
+    let t0 = std::time::Instant::now();
+    let (tags, pages) = walk(
+        &ctx,
+        &format!("/v2/bench/mono/tags/list?n={}", sizes.tag_page),
+        "tags",
+    )
+    .await?;
+    let took = t0.elapsed();
+    anyhow::ensure!(
+        tags.len() == sizes.tags + n_manifests,
+        "tag walk found {} tags",
+        tags.len()
+    );
+    f.insert("tag_walk_ms", took.as_secs_f64() * 1000.0);
+    f.insert("tag_pages", pages as f64);
+
+    // Repositories: each gets an image by mounting the blobs, then the catalog is walked.
+    let small_layer = data.small[0].clone();
+    let tiny = manifest(&data.config, std::slice::from_ref(&small_layer));
+    let d = parallel((0..sizes.repos).collect(), sizes.push_parallel, |i| {
+        let ctx = &ctx;
+        let (cfg, layer, tiny) = (&data.config, &small_layer, &tiny);
+        async move {
+            let repo = format!("cat/r{i:05}");
+            ctx.mount(&repo, "bench/mono", &cfg.digest).await?;
+            ctx.mount(&repo, "bench/small", &layer.digest).await?;
+            ctx.put_manifest(&repo, "latest", tiny).await.map(|_| ())
+        }
+    })
+    .await
+    .context("create repositories")?;
+    f.insert("repo_create_per_s", sizes.repos as f64 / d.as_secs_f64());
+    let t0 = std::time::Instant::now();
+    let (repos, pages) = walk(
+        &ctx,
+        &format!("/v2/_catalog?n={}", sizes.tag_page),
+        "repositories",
+    )
+    .await?;
+    let took = t0.elapsed();
+    anyhow::ensure!(
+        repos.iter().filter(|r| r.starts_with("cat/")).count() == sizes.repos,
+        "catalog walk found {}",
+        repos.len()
+    );
+    f.insert("catalog_walk_ms", took.as_secs_f64() * 1000.0);
+    f.insert("catalog_pages", pages as f64);
+
+    // Cross-repository mounts.
+    let d = parallel((0..sizes.mounts).collect(), sizes.push_parallel, |i| {
+        let ctx = &ctx;
+        let b = &data.big[i % data.big.len()];
+        async move {
+            ctx.mount(
+                &format!("mnt/m{}", i / data.big.len()),
+                "bench/mono",
+                &b.digest,
+            )
+            .await
+        }
+    })
+    .await
+    .context("mounts")?;
+    f.insert("mount_per_s", sizes.mounts as f64 / d.as_secs_f64());
+
+    f.insert("peak_rss_mib", srv.peak_rss_mib());
+    Ok(f)
+}
+
+/// Figure names are built once per run; leaking a few short strings keeps the map simple.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// Is a bigger value better for this figure?
+fn higher_is_better(name: &str) -> bool {
+    name.ends_with("MBps") || name.ends_with("per_s") || name.ends_with("rps")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[v.len() / 2]
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .map(|k| k / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} cores ({model}), {mem:.0} GiB memory, Linux {}",
+        kernel.trim()
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    let data = Data {
+        big: blobs(1, sizes.big_count, sizes.big_size),
+        small: blobs(2, sizes.small_count, 4096),
+        config: blobs(3, 1, 512).remove(0),
+    };
+    let mut runs: Vec<(Kind, Figures)> = Vec::new();
+    for run in 0..args.runs {
+        for kind in [Kind::Berth, Kind::Distribution] {
+            eprintln!("run {}/{}: {}", run + 1, args.runs, kind.name());
+            let figures = run_one(kind, &args, &sizes, &data)
+                .await
+                .with_context(|| format!("{} run {}", kind.name(), run + 1))?;
+            runs.push((kind, figures));
+        }
+    }
+    let by = |k: Kind| -> BTreeMap<&'static str, f64> {
+        let mut names: Vec<&'static str> =
+            runs.iter().flat_map(|(_, f)| f.keys().copied()).collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|n| {
+                (
+                    n,
+                    median(
+                        runs.iter()
+                            .filter(|(kk, _)| *kk == k)
+                            .filter_map(|(_, f)| f.get(n).copied())
+                            .collect(),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let (b, d) = (by(Kind::Berth), by(Kind::Distribution));
+    let mut table = String::from(
+        "| figure | Berth | Distribution 2.8.2 | Berth's advantage |\n|---|---:|---:|---:|\n",
+    );
+    for (name, bv) in &b {
+        let dv = d.get(name).copied().unwrap_or(0.0);
+        let adv = if *bv == 0.0 || dv == 0.0 {
+            "–".to_owned()
+        } else if higher_is_better(name) {
+            format!("{:.2}×", bv / dv)
+        } else {
+            format!("{:.2}×", dv / bv)
+        };
+        table.push_str(&format!("| {name} | {bv:.3} | {dv:.3} | {adv} |\n"));
+    }
+    println!("{table}");
+    if args.quick {
+        println!("quick run: the benchmark works; figures at this size mean nothing.");
+        return Ok(());
+    }
+    let json = serde_json::json!({
+        "machine": machine(),
+        "runs": runs.iter().map(|(k, f)| serde_json::json!({"registry": k.name(), "figures": f})).collect::<Vec<_>>(),
+        "median": {"berth": b, "distribution": d},
+    });
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
+    let report = format!(
+        "# Benchmarks\n\nBerth against CNCF Distribution 2.8.2 (Debian `docker-registry`), both on the local filesystem in a fresh \
+         temporary directory, delete enabled, no auth, on the same machine, alternating runs; medians of {} runs.\n\n\
+         Machine: {}.\n\nRegenerate with `cargo build --release -p berth -p berth-bench && target/release/berth-bench`.\n\n\
+         Workloads: {} × {} MiB blobs pushed 8 in parallel (monolithic; chunked in {} MiB PATCHes), {} × 4 KiB blobs, pulls \
+         at {:?} in parallel (sha256-verified, then length-only), manifest GET/HEAD by tag and digest with {} clients for {} s \
+         each, {} tags walked {} per page, {} repositories walked in the catalog, {} cross-repository mounts.\n\n{table}",
+        args.runs,
+        machine(),
+        sizes.big_count,
+        sizes.big_size >> 20,
+        sizes.chunk >> 20,
+        sizes.small_count,
+        sizes.pulls,
+        sizes.hammer_parallel,
+        sizes.hammer.as_secs(),
+        sizes.tags,
+        sizes.tag_page,
+        sizes.repos,
+        sizes.mounts,
+    );
+    std::fs::write(&args.out, report)?;
+    eprintln!("wrote {} and {}", args.out.display(), args.json.display());
+    Ok(())
+}

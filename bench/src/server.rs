@@ -1,0 +1,149 @@
+//! Starting the two registries under test on fresh data directories, and reading their CPU
+//! time and memory from /proc.
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Kind {
+    Berth,
+    Distribution,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Berth => "berth",
+            Kind::Distribution => "distribution",
+        }
+    }
+}
+
+pub struct Server {
+    pub base: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// Time from spawn to the first 200 on /v2/.
+    pub startup: Duration,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Server {
+    pub async fn start(kind: Kind, berth: &Path, distribution: &Path) -> Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let t0 = Instant::now();
+        let (mut child, addr) = match kind {
+            Kind::Berth => {
+                let mut child = Command::new(berth)
+                    .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+                    .arg(dir.path().join("data"))
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .with_context(|| format!("starting {}", berth.display()))?;
+                let mut line = String::new();
+                BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+                let addr = line
+                    .trim()
+                    .rsplit("http://")
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                (child, addr)
+            }
+            Kind::Distribution => {
+                let port = free_port()?;
+                let root = dir.path().join("data");
+                let config = format!(
+                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                    root.display()
+                );
+                let cfg = dir.path().join("config.yml");
+                std::fs::write(&cfg, config)?;
+                let child = Command::new(distribution)
+                    .arg("serve")
+                    .arg(&cfg)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .with_context(|| format!("starting {}", distribution.display()))?;
+                (child, format!("127.0.0.1:{port}"))
+            }
+        };
+        let base = format!("http://{addr}");
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{base}/v2/")).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            if t0.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                bail!("{} did not answer /v2/ within 20 s", kind.name());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let startup = t0.elapsed();
+        Ok(Server {
+            base,
+            child,
+            _dir: dir,
+            startup,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// User plus system CPU seconds the server has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz
+    }
+
+    /// A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status, in MiB.
+    fn status_mib(&self, field: &str) -> f64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    }
+
+    pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -255,12 +255,25 @@ async fn run_one(kind: Kind, args: &Args, sizes: &Sizes, data: &Data) -> Result<
     let t0 = std::time::Instant::now();
     let (tags, _) = walk(&ctx, "/v2/bench/mono/tags/list", "tags").await?;
     f.insert("tag_list_all_ms", t0.elapsed().as_secs_f64() * 1000.0);
-    anyhow::ensure!(tags.len() == sizes.tags + n_manifests, "tag list found {} tags", tags.len());
+    anyhow::ensure!(
+        tags.len() == sizes.tags + n_manifests,
+        "tag list found {} tags",
+        tags.len()
+    );
     // ...and page by page (Distribution 2.8 ignores `n` on tags and answers in one page).
     let t0 = std::time::Instant::now();
-    let (tags, pages) = walk(&ctx, &format!("/v2/bench/mono/tags/list?n={}", sizes.tag_page), "tags").await?;
+    let (tags, pages) = walk(
+        &ctx,
+        &format!("/v2/bench/mono/tags/list?n={}", sizes.tag_page),
+        "tags",
+    )
+    .await?;
     let took = t0.elapsed();
-    anyhow::ensure!(tags.len() == sizes.tags + n_manifests, "tag walk found {} tags", tags.len());
+    anyhow::ensure!(
+        tags.len() == sizes.tags + n_manifests,
+        "tag walk found {} tags",
+        tags.len()
+    );
     f.insert("tag_walk_paged_ms", took.as_secs_f64() * 1000.0);
     f.insert("tag_page_ms", took.as_secs_f64() * 1000.0 / pages as f64);
 
@@ -294,7 +307,10 @@ async fn run_one(kind: Kind, args: &Args, sizes: &Sizes, data: &Data) -> Result<
         repos.len()
     );
     f.insert("catalog_walk_ms", took.as_secs_f64() * 1000.0);
-    f.insert("catalog_page_ms", took.as_secs_f64() * 1000.0 / pages as f64);
+    f.insert(
+        "catalog_page_ms",
+        took.as_secs_f64() * 1000.0 / pages as f64,
+    );
 
     // Cross-repository mounts.
     let d = parallel((0..sizes.mounts).collect(), sizes.push_parallel, |i| {

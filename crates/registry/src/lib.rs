@@ -5,6 +5,7 @@
 //! - [`blobs`]: blob reads, deletes and cross-repository mounts.
 //! - [`manifests`]: manifest push (validation and reference checks), pull and delete.
 //! - [`listing`]: tags, catalog and referrers.
+//! - [`cache`]: a bounded cache of manifest bytes by digest.
 //! - [`error`]: the domain error, which knows its spec error code.
 
 use berth_meta::MetaStore;
@@ -12,6 +13,7 @@ use berth_store::BlobStore;
 use std::sync::Arc;
 
 pub mod blobs;
+pub mod cache;
 pub mod error;
 pub mod listing;
 pub mod manifests;
@@ -29,6 +31,8 @@ pub struct Options {
     pub max_page: u64,
     /// Entries in a catalog page when the client does not say.
     pub default_catalog_page: u64,
+    /// Bytes of manifests kept in memory for GETs.
+    pub manifest_cache_bytes: usize,
 }
 
 impl Default for Options {
@@ -37,6 +41,7 @@ impl Default for Options {
             max_manifest_bytes: 4 << 20,
             max_page: 10_000,
             default_catalog_page: 1_000,
+            manifest_cache_bytes: 8 << 20,
         }
     }
 }
@@ -48,15 +53,18 @@ pub struct Registry {
     meta: Arc<dyn MetaStore>,
     opts: Arc<Options>,
     locks: Arc<uploads::UploadLocks>,
+    manifests: Arc<cache::ManifestCache>,
 }
 
 impl Registry {
     pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, opts: Options) -> Registry {
+        let manifests = Arc::new(cache::ManifestCache::new(opts.manifest_cache_bytes));
         Registry {
             blobs,
             meta,
             opts: Arc::new(opts),
             locks: Arc::default(),
+            manifests,
         }
     }
 

@@ -136,6 +136,9 @@ impl Registry {
         accept: &[&str],
     ) -> Result<StoredManifest> {
         let record = self.manifest_record(repo, reference, accept).await?;
+        if let Some(body) = self.manifests.get(&record.digest) {
+            return Ok(StoredManifest { record, body });
+        }
         let mut stream = self.blobs.read(&record.digest, None).await.map_err(|e| {
             Error::Internal(format!(
                 "manifest {} of {repo} unreadable: {e}",
@@ -148,10 +151,9 @@ impl Registry {
                 &chunk.map_err(|e| Error::Internal(format!("reading manifest: {e}")))?,
             );
         }
-        Ok(StoredManifest {
-            record,
-            body: body.into(),
-        })
+        let body = Bytes::from(body);
+        self.manifests.insert(record.digest.clone(), body.clone());
+        Ok(StoredManifest { record, body })
     }
 
     /// Deletes a manifest by digest (with its tags) or just one tag.

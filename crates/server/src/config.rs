@@ -75,6 +75,8 @@ pub struct LimitsConfig {
     pub max_page: u64,
     /// Catalog page size when the client gives no `n`.
     pub default_catalog_page: u64,
+    /// Bytes of manifests kept in memory to answer GETs.
+    pub manifest_cache_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -84,6 +86,7 @@ impl Default for LimitsConfig {
             max_manifest_bytes: d.max_manifest_bytes,
             max_page: d.max_page,
             default_catalog_page: d.default_catalog_page,
+            manifest_cache_bytes: d.manifest_cache_bytes,
         }
     }
 }
@@ -163,6 +166,7 @@ impl Config {
             max_manifest_bytes: self.limits.max_manifest_bytes,
             max_page: self.limits.max_page,
             default_catalog_page: self.limits.default_catalog_page,
+            manifest_cache_bytes: self.limits.manifest_cache_bytes,
         }
     }
 }
@@ -179,6 +183,7 @@ mod tests {
         assert_eq!(c.server.listen, d.server.listen);
         assert_eq!(c.limits.max_manifest_bytes, d.limits.max_manifest_bytes);
         assert_eq!(c.storage.path, d.storage.path);
+        assert_eq!(c.limits.manifest_cache_bytes, d.limits.manifest_cache_bytes);
     }
 
     #[test]

@@ -221,6 +221,9 @@ impl BlobStore for FsStore {
             };
             if buf.len() >= WRITE_BUF || (done && !buf.is_empty()) {
                 let data = buf.split().freeze();
+                // split() hands the capacity away with the data: take a whole buffer again
+                // rather than regrowing it by doubling (and copying) chunk by chunk.
+                buf.reserve(WRITE_BUF);
                 let (f, res) = spawn_blocking(move || {
                     let mut f = file;
                     let r = f.write_all(&data);

@@ -173,7 +173,7 @@ impl Registry {
             )
             .with_detail(serde_json::json!({ "expected": digest, "actual": actual })));
         }
-        let size = self.blobs.commit(&rec.id, digest).await?;
+        let size = self.blobs.commit(&rec.id, digest, rec.offset).await?;
         self.meta.link_blob(repo, digest, size).await?;
         self.meta.delete_upload(&rec.id).await?;
         Ok(size)
@@ -388,5 +388,52 @@ mod tests {
         let rec = reg.start_upload(&repo).await.unwrap();
         let other: RepoName = "y".parse().unwrap();
         assert!(reg.upload_status(&other, &rec.id).await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod crash_tests {
+    use super::ChunkInfo;
+    use crate::{Options, Registry};
+    use berth_oci::{Digest, RepoName};
+    use berth_store::memory::MemoryStore;
+    use berth_store::BlobStore;
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use std::sync::Arc;
+
+    fn body(b: &'static [u8]) -> berth_store::ByteStream<'static> {
+        futures::stream::once(async move { Ok(Bytes::from_static(b)) }).boxed()
+    }
+
+    /// A crash between a store append and its record leaves unrecorded bytes in the upload:
+    /// they must never reach the committed blob.
+    #[tokio::test]
+    async fn unrecorded_bytes_never_reach_a_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = berth_meta::sqlite::SqliteMeta::open(&dir.path().join("m.db"))
+            .await
+            .unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let reg = Registry::new(store.clone(), Arc::new(meta), Options::default());
+        let repo: RepoName = "crash".parse().unwrap();
+        let rec = reg.start_upload(&repo).await.unwrap();
+        reg.patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"good"))
+            .await
+            .unwrap();
+        // What the crashed request had written, without its record.
+        store.append(&rec.id, 4, body(b"GARBAGE")).await.unwrap();
+        let d = Digest::sha256(b"good");
+        let n = reg
+            .finish_upload(&repo, &rec.id, &d, ChunkInfo::default(), None)
+            .await
+            .unwrap();
+        assert_eq!(n, 4);
+        let mut s = store.read(&d, None).await.unwrap();
+        let mut got = Vec::new();
+        while let Some(c) = s.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        assert_eq!(got, b"good");
     }
 }

@@ -274,16 +274,28 @@ impl BlobStore for FsStore {
         open_range(self.upload_path(id), Some((0, len - 1))).await
     }
 
-    async fn commit(&self, id: &UploadId, digest: &Digest) -> Result<u64> {
+    async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64> {
         let from = self.upload_path(id);
         let to = self.blob_path(digest);
-        Ok(blocking(move || {
-            let len = std::fs::metadata(&from)?.len();
+        blocking(move || {
+            let f = OpenOptions::new().write(true).open(&from)?;
+            let actual = f.metadata()?.len();
+            if actual < len {
+                return Ok(Err(StoreError::Offset {
+                    expected: len,
+                    actual,
+                }));
+            }
+            if actual > len {
+                f.set_len(len)?;
+                f.sync_data()?;
+            }
+            drop(f);
             install(&from, &to)?;
-            Ok(len)
+            Ok(Ok(len))
         })
         .await
-        .map_err(not_found)?)
+        .map_err(not_found)?
     }
 
     async fn abort(&self, id: &UploadId) -> Result<()> {

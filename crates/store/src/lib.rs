@@ -71,10 +71,12 @@ pub trait BlobStore: Send + Sync + 'static {
     /// is unusable).
     async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream<'static>>;
 
-    /// Makes the upload's bytes readable under `digest`, which the caller has verified, and
-    /// removes the scratch space. If the blob already exists the upload is simply dropped.
-    /// The blob is durable, and never visible partially, when it returns. Returns its size.
-    async fn commit(&self, id: &UploadId, digest: &Digest) -> Result<u64>;
+    /// Makes the first `len` bytes of the upload readable under `digest`, which the caller has
+    /// verified over exactly those bytes; bytes past `len` (left by an append whose caller
+    /// never recorded it) are cut off first, fewer than `len` is `Offset`. Removes the scratch
+    /// space. If the blob already exists the upload is simply dropped. The blob is durable,
+    /// and never visible partially, when it returns. Returns its size.
+    async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64>;
 
     /// Removes an upload's scratch space; an absent upload is not an error.
     async fn abort(&self, id: &UploadId) -> Result<()>;

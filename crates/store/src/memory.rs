@@ -107,9 +107,17 @@ impl BlobStore for MemoryStore {
         Ok(once(Bytes::from(up).slice(..len as usize)))
     }
 
-    async fn commit(&self, id: &UploadId, digest: &Digest) -> Result<u64> {
-        let up = lock(&self.uploads).remove(id).ok_or(StoreError::NotFound)?;
-        let len = up.len() as u64;
+    async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64> {
+        let mut up = lock(&self.uploads).remove(id).ok_or(StoreError::NotFound)?;
+        if (up.len() as u64) < len {
+            let actual = up.len() as u64;
+            lock(&self.uploads).insert(id.clone(), up);
+            return Err(StoreError::Offset {
+                expected: len,
+                actual,
+            });
+        }
+        up.truncate(len as usize);
         lock(&self.blobs)
             .entry(digest.clone())
             .or_insert_with(|| Bytes::from(up));

@@ -86,7 +86,7 @@ pub async fn run(store: &dyn BlobStore) {
     );
 
     // commit: readable under the digest, scratch space removed.
-    assert_eq!(store.commit(&id, &digest).await.expect("commit"), 30);
+    assert_eq!(store.commit(&id, &digest, 30).await.expect("commit"), 30);
     assert_eq!(store.stat(&digest).await.expect("stat"), Some(30));
     assert!(matches!(
         store.upload_len(&id).await,
@@ -101,10 +101,29 @@ pub async fn run(store: &dyn BlobStore) {
         b"content"
     );
 
+    // commit: bytes past `len` never become visible; fewer than `len` is refused.
+    let id2: UploadId = "contract-upload-2".parse().expect("id");
+    let short = Digest::sha256(b"hello");
+    store.begin(&id2).await.expect("begin");
+    store
+        .append(&id2, 0, body(&[b"hello", b" plus bytes never recorded"]))
+        .await
+        .expect("append");
+    assert!(matches!(
+        store.commit(&id2, &short, 99).await,
+        Err(StoreError::Offset { expected: 99, .. })
+    ));
+    assert_eq!(store.commit(&id2, &short, 5).await.expect("commit"), 5);
+    assert_eq!(
+        collect(store.read(&short, None).await.expect("read")).await,
+        b"hello"
+    );
+    store.delete(&short).await.expect("delete");
+
     // commit: an existing blob just drops the upload.
     store.begin(&id).await.expect("begin");
     store.append(&id, 0, body(&[data])).await.expect("append");
-    assert_eq!(store.commit(&id, &digest).await.expect("commit"), 30);
+    assert_eq!(store.commit(&id, &digest, 30).await.expect("commit"), 30);
     assert!(matches!(
         store.upload_len(&id).await,
         Err(StoreError::NotFound)

@@ -55,13 +55,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every committed blob with its size, in no particular order (for GC and repair).
     async fn list(&self) -> Result<Vec<(Digest, u64)>>;
 
-    /// Creates empty scratch space for an upload. Creating an existing one empties it.
+    /// Creates empty scratch space for an upload. Creating an existing one empties it. It need
+    /// not survive a crash: an append at offset 0 recreates it.
     async fn begin(&self, id: &UploadId) -> Result<()>;
 
     /// Appends `body` at `offset`, which must not exceed the bytes the upload holds (bytes past
     /// `offset`, left by an append whose caller never recorded it, are discarded first; fewer
     /// bytes than `offset` is `Offset`). All or nothing: on any error the upload is left
-    /// holding `offset` bytes. Durable when it returns. Returns the new length.
+    /// holding `offset` bytes. Durable when it returns. Returns the new length. An append at
+    /// offset 0 creates missing scratch space; at a larger offset a missing upload is
+    /// `NotFound`.
     async fn append(&self, id: &UploadId, offset: u64, body: ByteStream<'_>) -> Result<u64>;
 
     /// Bytes an upload holds, or `NotFound`.

@@ -74,7 +74,10 @@ impl BlobStore for MemoryStore {
     }
 
     async fn append(&self, id: &UploadId, offset: u64, mut body: ByteStream<'_>) -> Result<u64> {
-        let actual = self.upload_len(id).await?;
+        let actual = match self.upload_len(id).await {
+            Err(StoreError::NotFound) if offset == 0 => 0,
+            other => other?,
+        };
         if actual < offset {
             return Err(StoreError::Offset {
                 expected: offset,
@@ -86,7 +89,7 @@ impl BlobStore for MemoryStore {
             data.extend_from_slice(&chunk.map_err(StoreError::Body)?);
         }
         let mut uploads = lock(&self.uploads);
-        let up = uploads.get_mut(id).ok_or(StoreError::NotFound)?;
+        let up = uploads.entry(id.clone()).or_default();
         up.truncate(offset as usize);
         up.extend_from_slice(&data);
         Ok(up.len() as u64)

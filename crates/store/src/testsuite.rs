@@ -156,6 +156,60 @@ pub async fn run(store: &dyn BlobStore) {
     store.delete(&small_digest).await.expect("delete again");
     assert_eq!(store.stat(&small_digest).await.expect("stat"), None);
 
+    // append: large bodies in frames of any size, at aligned and unaligned offsets, arrive
+    // byte for byte; a body failing after megabytes still leaves the upload as it was.
+    let big: Vec<u8> = (0..3_000_011u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let big = Bytes::from(big);
+    let frames = |from: usize, to: usize, fail: bool| -> ByteStream<'static> {
+        let mut v: Vec<io::Result<Bytes>> = Vec::new();
+        let (mut at, mut k) = (from, 0usize);
+        while at < to {
+            let n = [1, 4095, 70_001, 1_048_577, 4096, 333][k % 6].min(to - at);
+            v.push(Ok(big.slice(at..at + n)));
+            at += n;
+            k += 1;
+        }
+        if fail {
+            v.push(Err(io::Error::other("client went away")));
+        }
+        futures::stream::iter(v).boxed()
+    };
+    let id3: UploadId = "contract-upload-3".parse().expect("id");
+    store.begin(&id3).await.expect("begin");
+    for (from, to) in [
+        (0, 1_234_567),
+        (1_234_567, 1_234_570),
+        (1_234_570, big.len()),
+    ] {
+        assert_eq!(
+            store
+                .append(&id3, from as u64, frames(from, to, false))
+                .await
+                .expect("append"),
+            to as u64
+        );
+        assert!(matches!(
+            store
+                .append(&id3, to as u64, frames(0, 2_500_000, true))
+                .await,
+            Err(StoreError::Body(_))
+        ));
+        assert_eq!(store.upload_len(&id3).await.expect("len"), to as u64);
+    }
+    assert_eq!(
+        collect(
+            store
+                .read_upload(&id3, big.len() as u64)
+                .await
+                .expect("read")
+        )
+        .await,
+        big
+    );
+    store.abort(&id3).await.expect("abort");
+
     // abort: removes scratch space; absent upload is fine.
     store.begin(&id).await.expect("begin");
     store.abort(&id).await.expect("abort");
@@ -165,7 +219,14 @@ pub async fn run(store: &dyn BlobStore) {
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.append(&id, 0, body(&[b"x"])).await,
+        store.append(&id, 1, body(&[b"x"])).await,
         Err(StoreError::NotFound)
     ));
+    // append at offset 0 recreates scratch space a crash took before anything was stored.
+    assert_eq!(
+        store.append(&id, 0, body(&[b"x"])).await.expect("append"),
+        1
+    );
+    assert_eq!(store.upload_len(&id).await.expect("len"), 1);
+    store.abort(&id).await.expect("abort");
 }

@@ -92,6 +92,16 @@ pub trait MetaStore: Send + Sync + 'static {
     /// and the blob record if needed. Idempotent.
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
 
+    /// In one transaction: links the blob as [`MetaStore::link_blob`] does and removes the
+    /// upload session `id` it came from.
+    async fn finish_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()>;
+
     /// The size of `digest` if `repo` may see it, else `None`.
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
 

@@ -1,9 +1,16 @@
 //! The embedded SQLite backend, the default: one file next to the blobs, nothing to run.
 //!
-//! SQLite lets one writer in at a time, so writes go through a pool of one connection (no
-//! lock upgrades, no `SQLITE_BUSY` between our own writers) and reads through a pool of
-//! several read-only connections, which WAL mode lets run beside the writer. `synchronous =
-//! FULL`: a transaction that returned is on disk, which is what an acknowledged push promises.
+//! SQLite lets one writer in at a time, so writes go to one writer task that owns the only
+//! writing connection (no lock upgrades, no `SQLITE_BUSY` between our own writers), and reads
+//! go through a pool of several read-only connections, which WAL mode lets run beside it.
+//! `synchronous = FULL`: a write that returned is on disk, which is what an acknowledged push
+//! promises.
+//!
+//! Group commit: every fsync of the WAL costs the same whatever it carries, and one writer
+//! would otherwise pay one per write. The writer task takes every write queued while the
+//! previous commit was syncing, runs each inside a savepoint of one transaction (a failing
+//! write rolls back alone), commits once, and only then answers each caller. A write alone in
+//! the queue runs at once: nothing waits for a batch to fill.
 
 use crate::sql;
 use crate::{
@@ -11,16 +18,36 @@ use crate::{
 };
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
+use futures::future::BoxFuture;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::Row;
+use sqlx::{ConnectOptions, Row};
 use std::path::Path;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Writes taken into one transaction at most: bounds the time a caller waits behind others.
+const MAX_BATCH: usize = 256;
+
+/// How a write answers its caller once its batch is committed (`Ok`) or failed (`Err`).
+type Reply = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+/// A queued write: runs its statements on the writer's connection and says whether they
+/// succeeded (else its savepoint is rolled back) and how to answer.
+type Job = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Reply)> + Send>;
+
+/// Whether a write needs a savepoint of its own: a single statement is atomic by itself, and
+/// the two statements a savepoint costs are round trips to the database thread.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Statements {
+    One,
+    Several,
+}
 
 pub struct SqliteMeta {
-    writer: SqlitePool,
+    jobs: mpsc::Sender<(Statements, Job)>,
     reader: SqlitePool,
 }
 
@@ -33,16 +60,61 @@ impl SqliteMeta {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(false);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(base.clone().create_if_missing(true))
+        let mut writer = base.clone().create_if_missing(true).connect().await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(base.read_only(true))
             .await?;
-        Ok(SqliteMeta { writer, reader })
+        let (jobs, queue) = mpsc::channel(1024);
+        tokio::spawn(write_loop(writer, queue));
+        Ok(SqliteMeta { jobs, reader })
+    }
+
+    /// Runs one statement with these binds in the writer's next batch; whether it changed a
+    /// row.
+    async fn changes(&self, statement: &'static str, binds: Vec<String>) -> Result<bool> {
+        self.write(Statements::One, move |c| {
+            Box::pin(async move {
+                let mut q = sqlx::query(statement);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                Ok(q.execute(c).await?.rows_affected() > 0)
+            })
+        })
+        .await
+    }
+
+    /// Runs `f` in the writer task's next batch and returns its result once the batch is
+    /// durable. An `Err` from `f` rolls back only `f`'s own statements.
+    async fn write<T, F>(&self, statements: Statements, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = f(conn).await;
+                let ok = result.is_ok();
+                let reply: Reply = Box::new(move |committed| {
+                    let _ = tx.send(match committed {
+                        Ok(()) => result,
+                        Err(e) => Err(MetaError::Corrupt(format!("commit failed: {e}"))),
+                    });
+                });
+                (ok, reply)
+            })
+        });
+        let closed = || MetaError::Corrupt("the database writer has stopped".into());
+        self.jobs
+            .send((statements, job))
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
     /// Opens the database named by a `sqlite://PATH` URL.
@@ -107,30 +179,190 @@ fn limit(p: &Page<'_>) -> i64 {
         .unwrap_or(i64::MAX)
 }
 
+/// Links a blob in a repository, creating both records if needed (see `link_blob`).
+async fn link(c: &mut SqliteConnection, repo: String, digest: String, size: u64) -> Result<()> {
+    let now = crate::now_millis();
+    sqlx::query(sql::INSERT_REPO)
+        .bind(&repo)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query(sql::INSERT_BLOB)
+        .bind(&digest)
+        .bind(i(size))
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    sqlx::query(sql::INSERT_LINK)
+        .bind(&repo)
+        .bind(&digest)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// The statements of [`MetaStore::put_manifest`], run inside the writer's transaction.
+async fn put_manifest_in(
+    tx: &mut SqliteConnection,
+    m: NewManifest,
+) -> Result<Result<(), PutRefusal>> {
+    let repo = m.repo.as_str();
+    let rec = &m.record;
+    let digest = rec.digest.to_string();
+    let now = crate::now_millis();
+    for (d, declared) in &m.blobs {
+        let row = sqlx::query(sql::LINKED_BLOB)
+            .bind(repo)
+            .bind(d.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match row {
+            None => return Ok(Err(PutRefusal::BlobUnknown(d.clone()))),
+            Some(r) => {
+                let stored = r.try_get::<i64, _>(0)? as u64;
+                if stored != *declared {
+                    return Ok(Err(PutRefusal::SizeMismatch {
+                        digest: d.clone(),
+                        stored,
+                        declared: *declared,
+                    }));
+                }
+            }
+        }
+    }
+    for c in &m.children {
+        let row = sqlx::query(sql::MANIFEST_EXISTS)
+            .bind(repo)
+            .bind(c.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if row.is_none() {
+            return Ok(Err(PutRefusal::ManifestUnknown(c.clone())));
+        }
+    }
+    sqlx::query(sql::INSERT_REPO)
+        .bind(repo)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sql::INSERT_BLOB)
+        .bind(&digest)
+        .bind(i(rec.size))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sql::INSERT_LINK)
+        .bind(repo)
+        .bind(&digest)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sql::UPSERT_MANIFEST)
+        .bind(repo)
+        .bind(&digest)
+        .bind(&rec.media_type)
+        .bind(i(rec.size))
+        .bind(&rec.artifact_type)
+        .bind(rec.subject.as_ref().map(|s| s.to_string()))
+        .bind(&rec.config_media_type)
+        .bind(&rec.annotations)
+        .bind(rec.pushed_at)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(sql::DELETE_REFS)
+        .bind(repo)
+        .bind(&digest)
+        .execute(&mut *tx)
+        .await?;
+    for target in m.blobs.iter().map(|(d, _)| d).chain(m.children.iter()) {
+        sqlx::query(sql::INSERT_REF)
+            .bind(repo)
+            .bind(&digest)
+            .bind(target.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some(tag) = &m.tag {
+        sqlx::query(sql::UPSERT_TAG)
+            .bind(repo)
+            .bind(tag.as_str())
+            .bind(&digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(Ok(()))
+}
+
+/// The writer task: one transaction per batch of queued writes, each in its own savepoint.
+async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<(Statements, Job)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut replies = Vec::with_capacity(batch.len());
+        let outcome = run_batch(&mut conn, batch.drain(..), &mut replies).await;
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, writes = replies.len(), "metadata batch failed");
+            // Leave no half-open transaction for the next batch.
+            let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+        }
+        let outcome = outcome.map_err(|e| e.to_string());
+        for reply in replies {
+            reply(outcome.clone());
+        }
+    }
+}
+
+async fn run_batch(
+    conn: &mut SqliteConnection,
+    jobs: impl Iterator<Item = (Statements, Job)>,
+    replies: &mut Vec<Reply>,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    for (statements, job) in jobs {
+        let savepoint = statements == Statements::Several;
+        if savepoint {
+            sqlx::query("SAVEPOINT write").execute(&mut *conn).await?;
+        }
+        let (ok, reply) = job(conn).await;
+        replies.push(reply);
+        if savepoint {
+            if !ok {
+                sqlx::query("ROLLBACK TO write").execute(&mut *conn).await?;
+            }
+            sqlx::query("RELEASE write").execute(&mut *conn).await?;
+        }
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(())
+}
+
 #[async_trait]
 impl MetaStore for SqliteMeta {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        let now = crate::now_millis();
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(sql::INSERT_REPO)
-            .bind(repo.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sql::INSERT_BLOB)
-            .bind(digest.to_string())
-            .bind(i(size))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sql::INSERT_LINK)
-            .bind(repo.as_str())
-            .bind(digest.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(Statements::Several, move |c| {
+            Box::pin(link(c, repo, digest, size))
+        })
+        .await
+    }
+
+    async fn finish_upload(
+        &self,
+        id: &UploadId,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let (id, repo, digest) = (id.to_string(), repo.to_string(), digest.to_string());
+        self.write(Statements::Several, move |c| {
+            Box::pin(async move {
+                link(c, repo, digest, size).await?;
+                sqlx::query(sql::DELETE_UPLOAD).bind(id).execute(c).await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
@@ -146,103 +378,16 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let r = sqlx::query(sql::DELETE_LINK)
-            .bind(repo.as_str())
-            .bind(digest.to_string())
-            .execute(&self.writer)
-            .await?;
-        Ok(r.rows_affected() > 0)
+        self.changes(sql::DELETE_LINK, vec![repo.to_string(), digest.to_string()])
+            .await
     }
 
     async fn put_manifest(&self, m: &NewManifest) -> Result<Result<(), PutRefusal>> {
-        let repo = m.repo.as_str();
-        let rec = &m.record;
-        let digest = rec.digest.to_string();
-        let now = crate::now_millis();
-        let mut tx = self.writer.begin().await?;
-        for (d, declared) in &m.blobs {
-            let row = sqlx::query(sql::LINKED_BLOB)
-                .bind(repo)
-                .bind(d.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            match row {
-                None => return Ok(Err(PutRefusal::BlobUnknown(d.clone()))),
-                Some(r) => {
-                    let stored = r.try_get::<i64, _>(0)? as u64;
-                    if stored != *declared {
-                        return Ok(Err(PutRefusal::SizeMismatch {
-                            digest: d.clone(),
-                            stored,
-                            declared: *declared,
-                        }));
-                    }
-                }
-            }
-        }
-        for c in &m.children {
-            let row = sqlx::query(sql::MANIFEST_EXISTS)
-                .bind(repo)
-                .bind(c.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if row.is_none() {
-                return Ok(Err(PutRefusal::ManifestUnknown(c.clone())));
-            }
-        }
-        sqlx::query(sql::INSERT_REPO)
-            .bind(repo)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sql::INSERT_BLOB)
-            .bind(&digest)
-            .bind(i(rec.size))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sql::INSERT_LINK)
-            .bind(repo)
-            .bind(&digest)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sql::UPSERT_MANIFEST)
-            .bind(repo)
-            .bind(&digest)
-            .bind(&rec.media_type)
-            .bind(i(rec.size))
-            .bind(&rec.artifact_type)
-            .bind(rec.subject.as_ref().map(|s| s.to_string()))
-            .bind(&rec.config_media_type)
-            .bind(&rec.annotations)
-            .bind(rec.pushed_at)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sql::DELETE_REFS)
-            .bind(repo)
-            .bind(&digest)
-            .execute(&mut *tx)
-            .await?;
-        for target in m.blobs.iter().map(|(d, _)| d).chain(m.children.iter()) {
-            sqlx::query(sql::INSERT_REF)
-                .bind(repo)
-                .bind(&digest)
-                .bind(target.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if let Some(tag) = &m.tag {
-            sqlx::query(sql::UPSERT_TAG)
-                .bind(repo)
-                .bind(tag.as_str())
-                .bind(&digest)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(Ok(()))
+        let m = m.clone();
+        self.write(Statements::Several, move |c| {
+            Box::pin(put_manifest_in(c, m))
+        })
+        .await
     }
 
     async fn manifest(
@@ -270,43 +415,30 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let d = digest.to_string();
-        let mut tx = self.writer.begin().await?;
-        let r = sqlx::query(sql::DELETE_MANIFEST)
-            .bind(repo.as_str())
-            .bind(&d)
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
-            return Ok(false);
-        }
-        sqlx::query(sql::DELETE_TAGS_OF)
-            .bind(repo.as_str())
-            .bind(&d)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(sql::DELETE_REFS)
-            .bind(repo.as_str())
-            .bind(&d)
-            .execute(&mut *tx)
-            .await?;
-        // The manifest's own bytes stop being visible in the repository with it.
-        sqlx::query(sql::DELETE_LINK)
-            .bind(repo.as_str())
-            .bind(&d)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
+        let (repo, d) = (repo.to_string(), digest.to_string());
+        self.write(Statements::Several, move |c| {
+            Box::pin(async move {
+                let r = sqlx::query(sql::DELETE_MANIFEST)
+                    .bind(&repo)
+                    .bind(&d)
+                    .execute(&mut *c)
+                    .await?;
+                if r.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                // The manifest's own bytes stop being visible in the repository with it.
+                for q in [sql::DELETE_TAGS_OF, sql::DELETE_REFS, sql::DELETE_LINK] {
+                    sqlx::query(q).bind(&repo).bind(&d).execute(&mut *c).await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let r = sqlx::query(sql::DELETE_TAG)
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(r.rows_affected() > 0)
+        self.changes(sql::DELETE_TAG, vec![repo.to_string(), tag.to_string()])
+            .await
     }
 
     async fn tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Vec<String>>> {
@@ -366,16 +498,22 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
-        sqlx::query(sql::INSERT_UPLOAD)
-            .bind(u.id.as_str())
-            .bind(u.repo.as_str())
-            .bind(i(u.offset))
-            .bind(&u.hash_state)
-            .bind(u.created_at)
-            .bind(u.updated_at)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
+        let u = u.clone();
+        self.write(Statements::One, move |c| {
+            Box::pin(async move {
+                sqlx::query(sql::INSERT_UPLOAD)
+                    .bind(u.id.as_str())
+                    .bind(u.repo.as_str())
+                    .bind(i(u.offset))
+                    .bind(&u.hash_state)
+                    .bind(u.created_at)
+                    .bind(u.updated_at)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
@@ -393,23 +531,29 @@ impl MetaStore for SqliteMeta {
         to: u64,
         hash_state: Option<&str>,
     ) -> Result<bool> {
-        let r = sqlx::query(sql::ADVANCE_UPLOAD)
-            .bind(id.as_str())
-            .bind(i(from))
-            .bind(i(to))
-            .bind(hash_state)
-            .bind(crate::now_millis())
-            .execute(&self.writer)
-            .await?;
-        Ok(r.rows_affected() > 0)
+        let (id, state, now) = (
+            id.to_string(),
+            hash_state.map(str::to_owned),
+            crate::now_millis(),
+        );
+        self.write(Statements::One, move |c| {
+            Box::pin(async move {
+                let r = sqlx::query(sql::ADVANCE_UPLOAD)
+                    .bind(id)
+                    .bind(i(from))
+                    .bind(i(to))
+                    .bind(state)
+                    .bind(now)
+                    .execute(c)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            })
+        })
+        .await
     }
 
     async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
-        let r = sqlx::query(sql::DELETE_UPLOAD)
-            .bind(id.as_str())
-            .execute(&self.writer)
-            .await?;
-        Ok(r.rows_affected() > 0)
+        self.changes(sql::DELETE_UPLOAD, vec![id.to_string()]).await
     }
 }
 

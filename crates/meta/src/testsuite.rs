@@ -287,4 +287,31 @@ pub async fn run(meta: &dyn MetaStore) {
     assert_eq!((got.offset, got.hash_state.as_deref()), (10, Some("state")));
     assert!(meta.delete_upload(&id).await.expect("delete"));
     assert!(!meta.delete_upload(&id).await.expect("delete again"));
+
+    // finish_upload: links the blob and removes the session, together.
+    meta.create_upload(&u).await.expect("create");
+    let finished = Digest::sha256(b"finished upload");
+    meta.finish_upload(&id, &b, &finished, 15)
+        .await
+        .expect("finish");
+    assert_eq!(meta.upload(&id).await.expect("upload"), None);
+    assert_eq!(
+        meta.linked_blob(&b, &finished).await.expect("linked"),
+        Some(15)
+    );
+
+    // Concurrent writes all land, and one failing among them (a duplicate session id) fails
+    // alone.
+    meta.create_upload(&u).await.expect("create");
+    let digests: Vec<Digest> = (0..64u32)
+        .map(|n| Digest::sha256(&n.to_be_bytes()))
+        .collect();
+    let links = futures::future::join_all(digests.iter().map(|d| meta.link_blob(&b, d, 4)));
+    let (links, duplicate) = futures::join!(links, meta.create_upload(&u));
+    assert!(duplicate.is_err(), "a duplicate session id is refused");
+    for (d, r) in digests.iter().zip(links) {
+        r.expect("concurrent link");
+        assert_eq!(meta.linked_blob(&b, d).await.expect("linked"), Some(4));
+    }
+    assert!(meta.delete_upload(&id).await.expect("delete"));
 }

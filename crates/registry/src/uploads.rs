@@ -145,7 +145,10 @@ impl Registry {
         let _guard = self.locks.try_lock(id).ok_or_else(lock_busy)?;
         let rec = self.upload_status(repo, id).await?;
         let expected = expected_len(&rec, chunk)?;
-        self.append(rec, Algorithm::Sha256, expected, body).await
+        let (rec, _) = self
+            .append(rec, Algorithm::Sha256, expected, body, true)
+            .await?;
+        Ok(rec)
     }
 
     /// Finishes a session (PUT): appends an optional last chunk, verifies `digest`, commits the
@@ -159,12 +162,20 @@ impl Registry {
         body: Option<ByteStream<'_>>,
     ) -> Result<u64> {
         let _guard = self.locks.try_lock(id).ok_or_else(lock_busy)?;
-        let mut rec = self.upload_status(repo, id).await?;
-        if let Some(body) = body {
-            let expected = expected_len(&rec, chunk)?;
-            rec = self.append(rec, digest.algorithm(), expected, body).await?;
-        }
-        let hasher = self.hasher_for(&rec, digest.algorithm()).await?;
+        let rec = self.upload_status(repo, id).await?;
+        // The session ends here, so a last chunk's offset and midstate are not recorded: if
+        // the digest is wrong, the session stays as it was before this request.
+        let (rec, hasher) = match body {
+            Some(body) => {
+                let expected = expected_len(&rec, chunk)?;
+                self.append(rec, digest.algorithm(), expected, body, false)
+                    .await?
+            }
+            None => {
+                let hasher = self.hasher_for(&rec, digest.algorithm()).await?;
+                (rec, hasher)
+            }
+        };
         let actual = hasher.finish();
         if &actual != digest {
             return Err(Error::spec(
@@ -174,8 +185,7 @@ impl Registry {
             .with_detail(serde_json::json!({ "expected": digest, "actual": actual })));
         }
         let size = self.blobs.commit(&rec.id, digest, rec.offset).await?;
-        self.meta.link_blob(repo, digest, size).await?;
-        self.meta.delete_upload(&rec.id).await?;
+        self.meta.finish_upload(&rec.id, repo, digest, size).await?;
         Ok(size)
     }
 
@@ -207,14 +217,17 @@ impl Registry {
         Ok(())
     }
 
-    /// Streams `body` onto the session and records the new offset with the hash midstate.
+    /// Streams `body` onto the session. Returns the session at its new offset and the hasher
+    /// over all its bytes; with `record`, the new offset and the hash midstate are saved in
+    /// the session (a PATCH), so that it resumes after a restart without re-reading.
     async fn append(
         &self,
         rec: UploadRecord,
         alg: Algorithm,
         expected: Option<u64>,
         body: ByteStream<'_>,
-    ) -> Result<UploadRecord> {
+        record: bool,
+    ) -> Result<(UploadRecord, DigestHasher)> {
         let mut hasher = self.hasher_for(&rec, alg).await?;
         let body = Exact {
             inner: body,
@@ -223,20 +236,25 @@ impl Registry {
         }
         .inspect_ok(|b| hasher.update(b));
         let len = self.blobs.append(&rec.id, rec.offset, body.boxed()).await?;
-        let state = hasher.save();
-        if !self
-            .meta
-            .advance_upload(&rec.id, rec.offset, len, Some(&state))
-            .await?
-        {
-            // Only possible if another node wrote the session meanwhile; ours is the loser.
-            return Err(lock_busy());
+        let mut state = None;
+        if record {
+            let saved = hasher.save();
+            if !self
+                .meta
+                .advance_upload(&rec.id, rec.offset, len, Some(&saved))
+                .await?
+            {
+                // Only possible if another node wrote the session meanwhile; ours is the loser.
+                return Err(lock_busy());
+            }
+            state = Some(saved);
         }
-        Ok(UploadRecord {
+        let rec = UploadRecord {
             offset: len,
-            hash_state: Some(state),
+            hash_state: state,
             ..rec
-        })
+        };
+        Ok((rec, hasher))
     }
 
     /// The hasher over the session's bytes: restored from the saved midstate when it is for

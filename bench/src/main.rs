@@ -36,6 +36,23 @@ struct Args {
     /// Where to write every figure of every run as JSON.
     #[arg(long, default_value = "bench/results.json")]
     json: PathBuf,
+    /// Put the registries' data directories here and leave them when done (for inspection,
+    /// or to keep deletions from slowing the next benchmark's file creation).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Run only this registry (for profiling one side); the report needs both.
+    #[arg(long, value_enum)]
+    only: Option<Kind>,
+    /// Run only these workloads (comma-separated: push, small, pull, manifest, tags, catalog,
+    /// mounts); the big-blob push always runs, the others read what it wrote.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
+}
+
+impl Args {
+    fn wants(&self, workload: &str) -> bool {
+        self.workloads.is_empty() || self.workloads.iter().any(|w| w == workload)
+    }
 }
 
 /// Workload sizes.
@@ -107,8 +124,20 @@ fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
 
-async fn run_one(kind: Kind, args: &Args, sizes: &Sizes, data: &Data) -> Result<Figures> {
-    let srv = Server::start(kind, &args.berth, &args.distribution).await?;
+async fn run_one(
+    kind: Kind,
+    args: &Args,
+    sizes: &Sizes,
+    data: &Data,
+    keep: &mut Vec<tempfile::TempDir>,
+) -> Result<Figures> {
+    let srv = Server::start(
+        kind,
+        &args.berth,
+        &args.distribution,
+        args.data_dir.as_deref(),
+    )
+    .await?;
     let mut f = Figures::new();
     f.insert("startup_ms", srv.startup.as_secs_f64() * 1000.0);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -173,163 +202,176 @@ async fn run_one(kind: Kind, args: &Args, sizes: &Sizes, data: &Data) -> Result<
     .context("push manifests")?;
     f.insert("manifest_push_per_s", n_manifests as f64 / d.as_secs_f64());
 
-    // Small blobs.
-    let d = parallel(data.small.clone(), sizes.push_parallel, |b| {
-        let ctx = &ctx;
-        async move { ctx.push_monolithic("bench/small", &b).await }
-    })
-    .await
-    .context("push small")?;
-    f.insert("push_4KiB_per_s", data.small.len() as f64 / d.as_secs_f64());
-
-    // Pull the big blobs, digest-verified at each parallelism, then length-only at the largest.
-    let cpu = srv.cpu_seconds();
-    let mut pulled = 0u64;
-    for &p in &sizes.pulls {
-        let d = parallel(data.big.clone(), p, |b| {
+    if args.wants("small") || args.wants("catalog") {
+        // Small blobs.
+        let d = parallel(data.small.clone(), sizes.push_parallel, |b| {
             let ctx = &ctx;
-            async move { ctx.pull("bench/mono", &b, true).await.map(|_| ()) }
+            async move { ctx.push_monolithic("bench/small", &b).await }
+        })
+        .await
+        .context("push small")?;
+        f.insert("push_4KiB_per_s", data.small.len() as f64 / d.as_secs_f64());
+    }
+
+    if args.wants("pull") {
+        // Pull the big blobs, digest-verified at each parallelism, then length-only at the largest.
+        let cpu = srv.cpu_seconds();
+        let mut pulled = 0u64;
+        for &p in &sizes.pulls {
+            let d = parallel(data.big.clone(), p, |b| {
+                let ctx = &ctx;
+                async move { ctx.pull("bench/mono", &b, true).await.map(|_| ()) }
+            })
+            .await
+            .context("pull")?;
+            pulled += big_bytes;
+            f.insert(leak(format!("pull_verified_{p}_MBps")), mbps(big_bytes, d));
+        }
+        let top = *sizes.pulls.last().unwrap_or(&1);
+        let d = parallel(data.big.clone(), top, |b| {
+            let ctx = &ctx;
+            async move { ctx.pull("bench/mono", &b, false).await.map(|_| ()) }
         })
         .await
         .context("pull")?;
         pulled += big_bytes;
-        f.insert(leak(format!("pull_verified_{p}_MBps")), mbps(big_bytes, d));
+        f.insert(leak(format!("pull_length_{top}_MBps")), mbps(big_bytes, d));
+        f.insert("pull_cpu_s_per_GB", (srv.cpu_seconds() - cpu) / gb(pulled));
     }
-    let top = *sizes.pulls.last().unwrap_or(&1);
-    let d = parallel(data.big.clone(), top, |b| {
-        let ctx = &ctx;
-        async move { ctx.pull("bench/mono", &b, false).await.map(|_| ()) }
-    })
-    .await
-    .context("pull")?;
-    pulled += big_bytes;
-    f.insert(leak(format!("pull_length_{top}_MBps")), mbps(big_bytes, d));
-    f.insert("pull_cpu_s_per_GB", (srv.cpu_seconds() - cpu) / gb(pulled));
 
-    // Manifest GET and HEAD, by tag and by digest.
-    let digest = workloads::sha256(&manifest(&data.config, &data.big[..8.min(data.big.len())]));
-    let cpu = srv.cpu_seconds();
-    let mut requests = 0;
-    for (name, method, reference) in [
-        ("get_tag", Method::GET, "v0".to_owned()),
-        ("get_digest", Method::GET, digest.clone()),
-        ("head_tag", Method::HEAD, "v0".to_owned()),
-        ("head_digest", Method::HEAD, digest.clone()),
-    ] {
-        let path = format!("/v2/bench/mono/manifests/{reference}");
-        let rate = hammer(
-            &ctx,
-            method,
-            &path,
-            &digest,
-            sizes.hammer_parallel,
-            sizes.hammer,
-        )
-        .await
-        .context(name)?;
-        requests += rate.requests;
-        f.insert(leak(format!("manifest_{name}_rps")), rate.per_second);
-        f.insert(leak(format!("manifest_{name}_p50_ms")), rate.p50_ms);
-        f.insert(leak(format!("manifest_{name}_p99_ms")), rate.p99_ms);
-    }
-    f.insert(
-        "manifest_cpu_s_per_1000_req",
-        (srv.cpu_seconds() - cpu) / requests as f64 * 1000.0,
-    );
-
-    // Tags: create many on one manifest, then walk them page by page.
-    let m0 = manifest(&data.config, &data.big[..8.min(data.big.len())]);
-    let d = parallel((0..sizes.tags).collect(), sizes.push_parallel, |i| {
-        let ctx = &ctx;
-        let m0 = &m0;
-        async move {
-            ctx.put_manifest("bench/mono", &format!("t{i:06}"), m0)
-                .await
-                .map(|_| ())
-        }
-    })
-    .await
-    .context("create tags")?;
-    f.insert("tag_create_per_s", sizes.tags as f64 / d.as_secs_f64());
-    // The whole list in one request, as `skopeo list-tags` asks for it...
-    let t0 = std::time::Instant::now();
-    let (tags, _) = walk(&ctx, "/v2/bench/mono/tags/list", "tags").await?;
-    f.insert("tag_list_all_ms", t0.elapsed().as_secs_f64() * 1000.0);
-    anyhow::ensure!(
-        tags.len() == sizes.tags + n_manifests,
-        "tag list found {} tags",
-        tags.len()
-    );
-    // ...and page by page (Distribution 2.8 ignores `n` on tags and answers in one page).
-    let t0 = std::time::Instant::now();
-    let (tags, pages) = walk(
-        &ctx,
-        &format!("/v2/bench/mono/tags/list?n={}", sizes.tag_page),
-        "tags",
-    )
-    .await?;
-    let took = t0.elapsed();
-    anyhow::ensure!(
-        tags.len() == sizes.tags + n_manifests,
-        "tag walk found {} tags",
-        tags.len()
-    );
-    f.insert("tag_walk_paged_ms", took.as_secs_f64() * 1000.0);
-    f.insert("tag_page_ms", took.as_secs_f64() * 1000.0 / pages as f64);
-
-    // Repositories: each gets an image by mounting the blobs, then the catalog is walked.
-    let small_layer = data.small[0].clone();
-    let tiny = manifest(&data.config, std::slice::from_ref(&small_layer));
-    let d = parallel((0..sizes.repos).collect(), sizes.push_parallel, |i| {
-        let ctx = &ctx;
-        let (cfg, layer, tiny) = (&data.config, &small_layer, &tiny);
-        async move {
-            let repo = format!("cat/r{i:05}");
-            ctx.mount(&repo, "bench/mono", &cfg.digest).await?;
-            ctx.mount(&repo, "bench/small", &layer.digest).await?;
-            ctx.put_manifest(&repo, "latest", tiny).await.map(|_| ())
-        }
-    })
-    .await
-    .context("create repositories")?;
-    f.insert("repo_create_per_s", sizes.repos as f64 / d.as_secs_f64());
-    let t0 = std::time::Instant::now();
-    let (repos, pages) = walk(
-        &ctx,
-        &format!("/v2/_catalog?n={}", sizes.tag_page),
-        "repositories",
-    )
-    .await?;
-    let took = t0.elapsed();
-    anyhow::ensure!(
-        repos.iter().filter(|r| r.starts_with("cat/")).count() == sizes.repos,
-        "catalog walk found {}",
-        repos.len()
-    );
-    f.insert("catalog_walk_ms", took.as_secs_f64() * 1000.0);
-    f.insert(
-        "catalog_page_ms",
-        took.as_secs_f64() * 1000.0 / pages as f64,
-    );
-
-    // Cross-repository mounts.
-    let d = parallel((0..sizes.mounts).collect(), sizes.push_parallel, |i| {
-        let ctx = &ctx;
-        let b = &data.big[i % data.big.len()];
-        async move {
-            ctx.mount(
-                &format!("mnt/m{}", i / data.big.len()),
-                "bench/mono",
-                &b.digest,
+    if args.wants("manifest") {
+        // Manifest GET and HEAD, by tag and by digest.
+        let digest = workloads::sha256(&manifest(&data.config, &data.big[..8.min(data.big.len())]));
+        let cpu = srv.cpu_seconds();
+        let mut requests = 0;
+        for (name, method, reference) in [
+            ("get_tag", Method::GET, "v0".to_owned()),
+            ("get_digest", Method::GET, digest.clone()),
+            ("head_tag", Method::HEAD, "v0".to_owned()),
+            ("head_digest", Method::HEAD, digest.clone()),
+        ] {
+            let path = format!("/v2/bench/mono/manifests/{reference}");
+            let rate = hammer(
+                &ctx,
+                method,
+                &path,
+                &digest,
+                sizes.hammer_parallel,
+                sizes.hammer,
             )
             .await
+            .context(name)?;
+            requests += rate.requests;
+            f.insert(leak(format!("manifest_{name}_rps")), rate.per_second);
+            f.insert(leak(format!("manifest_{name}_p50_ms")), rate.p50_ms);
+            f.insert(leak(format!("manifest_{name}_p99_ms")), rate.p99_ms);
         }
-    })
-    .await
-    .context("mounts")?;
-    f.insert("mount_per_s", sizes.mounts as f64 / d.as_secs_f64());
+        f.insert(
+            "manifest_cpu_s_per_1000_req",
+            (srv.cpu_seconds() - cpu) / requests as f64 * 1000.0,
+        );
+    }
+
+    if args.wants("tags") {
+        // Tags: create many on one manifest, then walk them page by page.
+        let m0 = manifest(&data.config, &data.big[..8.min(data.big.len())]);
+        let d = parallel((0..sizes.tags).collect(), sizes.push_parallel, |i| {
+            let ctx = &ctx;
+            let m0 = &m0;
+            async move {
+                ctx.put_manifest("bench/mono", &format!("t{i:06}"), m0)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await
+        .context("create tags")?;
+        f.insert("tag_create_per_s", sizes.tags as f64 / d.as_secs_f64());
+        // The whole list in one request, as `skopeo list-tags` asks for it...
+        let t0 = std::time::Instant::now();
+        let (tags, _) = walk(&ctx, "/v2/bench/mono/tags/list", "tags").await?;
+        f.insert("tag_list_all_ms", t0.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(
+            tags.len() == sizes.tags + n_manifests,
+            "tag list found {} tags",
+            tags.len()
+        );
+        // ...and page by page (Distribution 2.8 ignores `n` on tags and answers in one page).
+        let t0 = std::time::Instant::now();
+        let (tags, pages) = walk(
+            &ctx,
+            &format!("/v2/bench/mono/tags/list?n={}", sizes.tag_page),
+            "tags",
+        )
+        .await?;
+        let took = t0.elapsed();
+        anyhow::ensure!(
+            tags.len() == sizes.tags + n_manifests,
+            "tag walk found {} tags",
+            tags.len()
+        );
+        f.insert("tag_walk_paged_ms", took.as_secs_f64() * 1000.0);
+        f.insert("tag_page_ms", took.as_secs_f64() * 1000.0 / pages as f64);
+    }
+
+    if args.wants("catalog") {
+        // Repositories: each gets an image by mounting the blobs, then the catalog is walked.
+        let small_layer = data.small[0].clone();
+        let tiny = manifest(&data.config, std::slice::from_ref(&small_layer));
+        let d = parallel((0..sizes.repos).collect(), sizes.push_parallel, |i| {
+            let ctx = &ctx;
+            let (cfg, layer, tiny) = (&data.config, &small_layer, &tiny);
+            async move {
+                let repo = format!("cat/r{i:05}");
+                ctx.mount(&repo, "bench/mono", &cfg.digest).await?;
+                ctx.mount(&repo, "bench/small", &layer.digest).await?;
+                ctx.put_manifest(&repo, "latest", tiny).await.map(|_| ())
+            }
+        })
+        .await
+        .context("create repositories")?;
+        f.insert("repo_create_per_s", sizes.repos as f64 / d.as_secs_f64());
+        let t0 = std::time::Instant::now();
+        let (repos, pages) = walk(
+            &ctx,
+            &format!("/v2/_catalog?n={}", sizes.tag_page),
+            "repositories",
+        )
+        .await?;
+        let took = t0.elapsed();
+        anyhow::ensure!(
+            repos.iter().filter(|r| r.starts_with("cat/")).count() == sizes.repos,
+            "catalog walk found {}",
+            repos.len()
+        );
+        f.insert("catalog_walk_ms", took.as_secs_f64() * 1000.0);
+        f.insert(
+            "catalog_page_ms",
+            took.as_secs_f64() * 1000.0 / pages as f64,
+        );
+    }
+
+    if args.wants("mounts") {
+        // Cross-repository mounts.
+        let d = parallel((0..sizes.mounts).collect(), sizes.push_parallel, |i| {
+            let ctx = &ctx;
+            let b = &data.big[i % data.big.len()];
+            async move {
+                ctx.mount(
+                    &format!("mnt/m{}", i / data.big.len()),
+                    "bench/mono",
+                    &b.digest,
+                )
+                .await
+            }
+        })
+        .await
+        .context("mounts")?;
+        f.insert("mount_per_s", sizes.mounts as f64 / d.as_secs_f64());
+    }
 
     f.insert("peak_rss_mib", srv.peak_rss_mib());
+    keep.extend(srv.into_dir());
     Ok(f)
 }
 
@@ -392,13 +434,22 @@ async fn main() -> Result<()> {
         config: blobs(3, 1, 512).remove(0),
     };
     let mut runs: Vec<(Kind, Figures)> = Vec::new();
+    let mut keep: Vec<tempfile::TempDir> = Vec::new();
     for run in 0..args.runs {
         for kind in [Kind::Berth, Kind::Distribution] {
+            if args.only.is_some_and(|k| k != kind) {
+                continue;
+            }
             eprintln!("run {}/{}: {}", run + 1, args.runs, kind.name());
-            let figures = run_one(kind, &args, &sizes, &data)
+            let figures = run_one(kind, &args, &sizes, &data, &mut keep)
                 .await
                 .with_context(|| format!("{} run {}", kind.name(), run + 1))?;
             runs.push((kind, figures));
+        }
+    }
+    if args.data_dir.is_some() {
+        for dir in keep.drain(..) {
+            let _ = dir.keep();
         }
     }
     let by = |k: Kind| -> BTreeMap<&'static str, f64> {
@@ -439,6 +490,10 @@ async fn main() -> Result<()> {
     println!("{table}");
     if args.quick {
         println!("quick run: the benchmark works; figures at this size mean nothing.");
+        return Ok(());
+    }
+    if args.only.is_some() || !args.workloads.is_empty() {
+        println!("partial run: BENCHMARKS.md and the JSON record are left as they were.");
         return Ok(());
     }
     let json = serde_json::json!({

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 pub enum Kind {
     Berth,
     Distribution,
@@ -25,7 +25,8 @@ impl Kind {
 pub struct Server {
     pub base: String,
     child: Child,
-    _dir: tempfile::TempDir,
+    /// The data directory, removed only when the whole benchmark ends (see `into_dir`).
+    dir: Option<tempfile::TempDir>,
     /// Time from spawn to the first 200 on /v2/.
     pub startup: Duration,
 }
@@ -37,8 +38,18 @@ fn free_port() -> Result<u16> {
 }
 
 impl Server {
-    pub async fn start(kind: Kind, berth: &Path, distribution: &Path) -> Result<Server> {
-        let dir = tempfile::tempdir()?;
+    /// Starts `kind` on a fresh data directory under `parent` (the system's temporary
+    /// directory when `None`).
+    pub async fn start(
+        kind: Kind,
+        berth: &Path,
+        distribution: &Path,
+        parent: Option<&Path>,
+    ) -> Result<Server> {
+        let dir = match parent {
+            Some(p) => tempfile::tempdir_in(p)?,
+            None => tempfile::tempdir()?,
+        };
         let t0 = Instant::now();
         let (mut child, addr) = match kind {
             Kind::Berth => {
@@ -97,7 +108,7 @@ impl Server {
         Ok(Server {
             base,
             child,
-            _dir: dir,
+            dir: Some(dir),
             startup,
         })
     }
@@ -138,6 +149,18 @@ impl Server {
 
     pub fn peak_rss_mib(&self) -> f64 {
         self.status_mib("VmHWM:")
+    }
+}
+
+impl Server {
+    /// Stops the server and hands its data directory over. The benchmark keeps every run's
+    /// directory until it ends: on ext4 without a journal, the inode allocator skips inodes
+    /// freed in the last minutes one by one, so deleting a run's files would slow file
+    /// creation in the runs that follow.
+    pub fn into_dir(mut self) -> Option<tempfile::TempDir> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take()
     }
 }
 

@@ -19,13 +19,11 @@ use berth_oci::{Algorithm, Digest, UploadId};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::io::AsyncSeekExt;
 use tokio::task::spawn_blocking;
-use tokio_util::io::ReaderStream;
 
 /// Appends are gathered into buffers this large before a write: one blocking-pool hop per
 /// MiB rather than one per network frame.
@@ -33,16 +31,21 @@ const WRITE_BUF: usize = 1 << 20;
 /// Direct I/O wants the buffer address, the length and the file offset aligned to the
 /// device's logical block; 4 KiB covers every common device.
 const ALIGN: usize = 4096;
-/// Write buffers kept for reuse: enough for the usual number of concurrent uploads, without
-/// holding memory after a burst.
-const POOLED_BUFFERS: usize = 8;
-/// Reads are served in chunks this large (fewer syscalls and frames than the 8 KiB default).
+/// Write buffers that may exist at once, however many uploads run: memory must not grow with
+/// concurrency. An append that finds none free writes its chunks as they come.
+const WRITE_BUFFERS: usize = 16;
+/// Reads are served in chunks this large (fewer syscalls and frames than the 8 KiB default)...
 const READ_BUF: usize = 256 << 10;
+/// ...as long as fewer than this many are in flight, waiting to be sent; beyond that, in
+/// chunks of `READ_BUF_SMALL`, so that memory stays bounded however many clients pull.
+const READ_BUFS: usize = 64;
+const READ_BUF_SMALL: usize = 16 << 10;
 
 #[derive(Debug, Clone)]
 pub struct FsStore {
     root: PathBuf,
     buffers: Arc<BufferPool>,
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// A write buffer whose start is aligned for direct I/O. It is carved out of a plain `Vec`
@@ -79,23 +82,56 @@ impl AlignedBuf {
     }
 }
 
-/// Recycled write buffers: reusing them spares the page faults of fresh memory on every
-/// upload.
+/// The write buffers: at most [`WRITE_BUFFERS`] exist; a returned one is kept for the next
+/// append, which spares the page faults of fresh memory.
 #[derive(Debug, Default)]
-struct BufferPool(Mutex<Vec<AlignedBuf>>);
+struct BufferPool(Mutex<PoolState>);
+
+#[derive(Debug, Default)]
+struct PoolState {
+    free: Vec<AlignedBuf>,
+    created: usize,
+}
 
 impl BufferPool {
-    fn take(&self) -> AlignedBuf {
-        let pooled = self.0.lock().map(|mut v| v.pop()).unwrap_or(None);
-        pooled.unwrap_or_else(AlignedBuf::new)
-    }
-
-    fn put(&self, mut buf: AlignedBuf) {
-        buf.len = 0;
-        if let Ok(mut v) = self.0.lock() {
-            if v.len() < POOLED_BUFFERS {
-                v.push(buf);
+    /// A buffer, unless all of them are lent out.
+    fn try_take(self: &Arc<Self>) -> Option<Lent> {
+        let mut state = self.0.lock().ok()?;
+        let buf = match state.free.pop() {
+            Some(b) => b,
+            None if state.created < WRITE_BUFFERS => {
+                state.created += 1;
+                AlignedBuf::new()
             }
+            None => return None,
+        };
+        Some(Lent {
+            buf,
+            pool: Arc::clone(self),
+        })
+    }
+}
+
+/// A buffer lent by the pool, returned (emptied) when dropped.
+#[derive(Debug)]
+struct Lent {
+    buf: AlignedBuf,
+    pool: Arc<BufferPool>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let mut buf = std::mem::replace(
+            &mut self.buf,
+            AlignedBuf {
+                mem: Vec::new(),
+                start: 0,
+                len: 0,
+            },
+        );
+        buf.len = 0;
+        if let Ok(mut state) = self.pool.0.lock() {
+            state.free.push(buf);
         }
     }
 }
@@ -159,22 +195,100 @@ impl Writer {
     }
 }
 
-type WriteTask = tokio::task::JoinHandle<(Writer, AlignedBuf, io::Result<()>)>;
+type WriteTask = tokio::task::JoinHandle<(Writer, Option<Lent>, io::Result<()>)>;
 
-/// Waits for the write in flight, if any: puts the writer back and returns its buffer for
-/// reuse, or the write's error.
-async fn settle(
-    in_flight: &mut Option<WriteTask>,
-    writer: &mut Option<Writer>,
-) -> io::Result<Option<AlignedBuf>> {
-    let Some(task) = in_flight.take() else {
-        return Ok(None);
-    };
-    let (w, mut buf, result) = task.await.map_err(io::Error::other)?;
-    *writer = Some(w);
-    result?;
-    buf.len = 0;
-    Ok(Some(buf))
+fn writer_lost() -> io::Error {
+    io::Error::other("upload writer lost")
+}
+
+/// Streams an append's bytes into the file: gathered in lent aligned buffers, one written on
+/// the blocking pool while the next fills; chunk by chunk when the pool has none to lend.
+struct Appender {
+    pool: Arc<BufferPool>,
+    /// `None` while a write is in flight.
+    writer: Option<Writer>,
+    in_flight: Option<WriteTask>,
+    /// The buffer filling, if one was lent.
+    cur: Option<Lent>,
+    /// The file offset of the next byte handed to a write (where `cur` starts).
+    pos: u64,
+}
+
+impl Appender {
+    /// Takes the next chunk of the body.
+    async fn push(&mut self, data: Bytes) -> io::Result<()> {
+        let mut rest: &[u8] = &data;
+        while !rest.is_empty() {
+            if self.cur.is_none() {
+                self.cur = self.pool.try_take();
+            }
+            let Some(buf) = self.cur.as_mut() else {
+                // Every buffer is lent out: write what is left of this chunk as it is.
+                let chunk = data.slice(data.len() - rest.len()..);
+                return self.write(None, Some(chunk)).await;
+            };
+            rest = buf.buf.fill(rest, fill_limit(self.pos));
+            if buf.buf.len() == fill_limit(self.pos) {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the filling buffer to a write, and keeps filling another one if there is one.
+    async fn flush(&mut self) -> io::Result<()> {
+        match self.cur.take() {
+            Some(buf) if buf.buf.len() > 0 => self.write(Some(buf), None).await,
+            other => {
+                self.cur = other;
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts writing a full buffer, or a chunk as it came, once the previous write is done.
+    async fn write(&mut self, buf: Option<Lent>, chunk: Option<Bytes>) -> io::Result<()> {
+        let spare = self.settle().await?;
+        let len = buf.as_ref().map_or(0, |b| b.buf.len()) + chunk.as_ref().map_or(0, Bytes::len);
+        let at = self.pos;
+        self.pos += len as u64;
+        let mut w = self.writer.take().ok_or_else(writer_lost)?;
+        self.in_flight = Some(spawn_blocking(move || {
+            let r = match (&buf, &chunk) {
+                (Some(b), _) => w.write_at(b.buf.as_slice(), at),
+                (None, Some(c)) => w.plain.write_all_at(c, at),
+                (None, None) => Ok(()),
+            };
+            (w, buf, r)
+        }));
+        self.cur = spare.or_else(|| self.pool.try_take());
+        if self.cur.is_none() {
+            // Nothing to fill meanwhile: wait for this write.
+            self.cur = self.settle().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in flight, if any; returns its buffer, emptied, for reuse.
+    async fn settle(&mut self) -> io::Result<Option<Lent>> {
+        let Some(task) = self.in_flight.take() else {
+            return Ok(None);
+        };
+        let (w, mut buf, result) = task.await.map_err(io::Error::other)?;
+        self.writer = Some(w);
+        result?;
+        if let Some(b) = buf.as_mut() {
+            b.buf.len = 0;
+        }
+        Ok(buf)
+    }
+
+    /// Waits for the last write; returns the writer (for the fsync or the rollback), the new
+    /// length, and the last write's outcome.
+    async fn stop(mut self) -> (Option<Writer>, u64, io::Result<()>) {
+        let r = self.settle().await.map(drop);
+        (self.writer.take(), self.pos, r)
+    }
 }
 
 impl FsStore {
@@ -199,6 +313,7 @@ impl FsStore {
         Ok(FsStore {
             root,
             buffers: Arc::default(),
+            reads: Arc::new(tokio::sync::Semaphore::new(READ_BUFS)),
         })
     }
 
@@ -269,17 +384,71 @@ fn install(from: &Path, to: &Path) -> io::Result<()> {
     sync_dir(parent)
 }
 
-async fn open_range(path: PathBuf, range: Option<(u64, u64)>) -> Result<ByteStream<'static>> {
-    let mut file = tokio::fs::File::open(&path).await.map_err(not_found)?;
-    let len = match range {
-        Some((start, end)) => {
-            file.seek(SeekFrom::Start(start)).await?;
-            end - start + 1
+/// A read chunk holding one of the store's read permits until the server has sent it.
+struct Held {
+    data: Vec<u8>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Streams a file, whole or the inclusive range `start..=end`, read on the blocking pool
+/// straight into the chunks that are sent (no intermediate buffer).
+async fn open_range(
+    path: PathBuf,
+    range: Option<(u64, u64)>,
+    permits: Arc<tokio::sync::Semaphore>,
+) -> Result<ByteStream<'static>> {
+    let (file, len) = blocking(move || {
+        let mut file = File::open(&path)?;
+        let len = match range {
+            Some((start, end)) => {
+                file.seek(SeekFrom::Start(start))?;
+                end - start + 1
+            }
+            None => file.metadata()?.len(),
+        };
+        Ok((file, len))
+    })
+    .await
+    .map_err(not_found)?;
+    let chunks = futures::stream::try_unfold((file, len), move |(file, left)| {
+        let permits = Arc::clone(&permits);
+        async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            let permit = permits.try_acquire_owned().ok();
+            let size = if permit.is_some() {
+                READ_BUF
+            } else {
+                READ_BUF_SMALL
+            };
+            let size = size.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let (file, data) = blocking(move || {
+                let mut data = Vec::with_capacity(size);
+                (&file).take(size as u64).read_to_end(&mut data)?;
+                Ok((file, data))
+            })
+            .await?;
+            if data.len() != size {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob shorter than its size",
+                ));
+            }
+            let chunk = match permit {
+                Some(p) => Bytes::from_owner(Held { data, _permit: p }),
+                None => Bytes::from(data),
+            };
+            Ok(Some((chunk, (file, left - size as u64))))
         }
-        None => file.metadata().await?.len(),
-    };
-    use tokio::io::AsyncReadExt;
-    Ok(ReaderStream::with_capacity(file.take(len), READ_BUF).boxed())
+    });
+    Ok(chunks.boxed())
 }
 
 #[async_trait]
@@ -297,7 +466,7 @@ impl BlobStore for FsStore {
         digest: &Digest,
         range: Option<(u64, u64)>,
     ) -> Result<ByteStream<'static>> {
-        open_range(self.blob_path(digest), range).await
+        open_range(self.blob_path(digest), range, Arc::clone(&self.reads)).await
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
@@ -381,67 +550,32 @@ impl BlobStore for FsStore {
         .await
         .map_err(not_found)??;
 
-        // One buffer fills from the network while the other is written on the blocking pool.
-        let mut writer = Some(opened);
-        let mut in_flight: Option<WriteTask> = None;
-        let mut buf = self.buffers.take();
-        let mut pos = offset; // where `buf` starts in the file
+        let mut app = Appender {
+            pool: Arc::clone(&self.buffers),
+            writer: Some(opened),
+            in_flight: None,
+            cur: None,
+            pos: offset,
+        };
         let mut failure = None;
-        'body: loop {
-            let chunk = match body.next().await {
-                Some(Ok(chunk)) => Some(chunk),
-                Some(Err(e)) => {
-                    failure = Some(StoreError::Body(e));
-                    break;
-                }
-                None => None,
+        while let Some(chunk) = body.next().await {
+            let pushed = match chunk {
+                Ok(chunk) => app.push(chunk).await.map_err(StoreError::Io),
+                Err(e) => Err(StoreError::Body(e)),
             };
-            let done = chunk.is_none();
-            let mut rest: &[u8] = chunk.as_deref().unwrap_or_default();
-            loop {
-                rest = buf.fill(rest, fill_limit(pos));
-                let full = buf.len() == fill_limit(pos);
-                if !(full || (done && buf.len() > 0)) {
-                    break;
-                }
-                // Hand the buffer over once the previous write is done with the writer.
-                let spare = match settle(&mut in_flight, &mut writer).await {
-                    Ok(spare) => spare.unwrap_or_else(|| self.buffers.take()),
-                    Err(e) => {
-                        failure = Some(StoreError::Io(e));
-                        break 'body;
-                    }
-                };
-                let filled = std::mem::replace(&mut buf, spare);
-                let at = pos;
-                pos += filled.len() as u64;
-                let Some(mut w) = writer.take() else {
-                    failure = Some(StoreError::Io(io::Error::other("writer lost")));
-                    break 'body;
-                };
-                in_flight = Some(spawn_blocking(move || {
-                    let r = w.write_at(filled.as_slice(), at);
-                    (w, filled, r)
-                }));
-                if rest.is_empty() {
-                    break;
-                }
-            }
-            if done {
+            if let Err(e) = pushed {
+                failure = Some(e);
                 break;
             }
         }
-        if let Err(e) = settle(&mut in_flight, &mut writer).await.map(|spare| {
-            if let Some(b) = spare {
-                self.buffers.put(b);
-            }
-        }) {
+        if failure.is_none() {
+            failure = app.flush().await.err().map(StoreError::Io);
+        }
+        let (w, pos, last) = app.stop().await;
+        if let Err(e) = last {
             failure.get_or_insert(StoreError::Io(e));
         }
-        self.buffers.put(buf);
-        let Some(w) = writer else {
-            return Err(StoreError::Io(io::Error::other("writer lost")));
-        };
+        let w = w.ok_or_else(writer_lost)?;
 
         // All or nothing: a failed append is cut back to where it started. The data fsync
         // covers both descriptors: it flushes the inode, whatever path its bytes took.
@@ -476,7 +610,12 @@ impl BlobStore for FsStore {
         if len == 0 {
             return Ok(futures::stream::empty().boxed());
         }
-        open_range(self.upload_path(id), Some((0, len - 1))).await
+        open_range(
+            self.upload_path(id),
+            Some((0, len - 1)),
+            Arc::clone(&self.reads),
+        )
+        .await
     }
 
     async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64> {
@@ -533,5 +672,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = super::FsStore::open(dir.path()).unwrap();
         crate::testsuite::run(&store).await;
+    }
+
+    /// With every write buffer lent and every read permit taken (many concurrent clients),
+    /// appends go chunk by chunk and reads in small chunks, and the contract still holds.
+    #[tokio::test]
+    async fn fs_store_keeps_the_contract_with_its_memory_budget_spent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::FsStore::open(dir.path()).unwrap();
+        let lent: Vec<_> = (0..super::WRITE_BUFFERS)
+            .map(|_| store.buffers.try_take().expect("a buffer"))
+            .collect();
+        assert!(store.buffers.try_take().is_none(), "the pool is bounded");
+        let reads = std::sync::Arc::clone(&store.reads)
+            .try_acquire_many_owned(super::READ_BUFS as u32)
+            .unwrap();
+        crate::testsuite::run(&store).await;
+        drop((lent, reads));
+        assert!(store.buffers.try_take().is_some(), "lent buffers come back");
     }
 }

@@ -129,6 +129,17 @@ fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
 
+/// Starts `kind` as the arguments say, on a fresh data directory.
+async fn start(kind: Kind, args: &Args) -> Result<Server> {
+    Server::start(
+        kind,
+        &args.berth,
+        &args.distribution,
+        args.data_dir.as_deref(),
+    )
+    .await
+}
+
 async fn run_one(
     kind: Kind,
     args: &Args,
@@ -136,13 +147,7 @@ async fn run_one(
     data: &Data,
     keep: &mut Vec<tempfile::TempDir>,
 ) -> Result<Figures> {
-    let srv = Server::start(
-        kind,
-        &args.berth,
-        &args.distribution,
-        args.data_dir.as_deref(),
-    )
-    .await?;
+    let srv = start(kind, args).await?;
     let mut f = Figures::new();
     f.insert("startup_ms", srv.startup.as_secs_f64() * 1000.0);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -581,13 +586,7 @@ async fn scaling_main(args: &Args) -> Result<()> {
             continue;
         }
         eprintln!("scaling: {}", kind.name());
-        let srv = Server::start(
-            kind,
-            &args.berth,
-            &args.distribution,
-            args.data_dir.as_deref(),
-        )
-        .await?;
+        let srv = start(kind, args).await?;
         let ctx = Ctx {
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(512)

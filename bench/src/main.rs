@@ -49,7 +49,8 @@ struct Args {
     #[arg(long, value_enum)]
     only: Option<Kind>,
     /// Run only these workloads (comma-separated: push, small, pull, manifest, tags, catalog,
-    /// mounts); the big-blob push always runs, the others read what it wrote.
+    /// mounts; the big-blob push always runs, the others read what it wrote; with --scaling:
+    /// clients, listings).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
 }
@@ -579,7 +580,8 @@ async fn scaling_main(args: &Args) -> Result<()> {
             blob_size: 2 << 20,
         }
     };
-    let mut results: Vec<(Kind, Figures)> = Vec::new();
+    let (mut clients, mut listings): (Vec<(Kind, Figures)>, Vec<(Kind, Figures)>) =
+        Default::default();
     let mut keep = Vec::new();
     for kind in [Kind::Berth, Kind::Distribution] {
         if args.only.is_some_and(|k| k != kind) {
@@ -593,29 +595,80 @@ async fn scaling_main(args: &Args) -> Result<()> {
                 .build()?,
             base: srv.base.clone(),
         };
-        let mut f = Figures::new();
         let hour = Duration::from_secs(3600);
-        scaling::bounded(
-            "clients",
-            hour,
-            scaling::clients(&ctx, &scale, || srv.cpu_seconds(), &mut f),
-        )
-        .await
-        .with_context(|| kind.name())?;
-        if kind == Kind::Berth {
+        if args.wants("clients") {
+            let mut f = Figures::new();
+            scaling::bounded(
+                "clients",
+                hour,
+                scaling::clients(&ctx, &scale, || srv.cpu_seconds(), &mut f),
+            )
+            .await
+            .with_context(|| kind.name())?;
+            f.insert("peak_rss_mib", srv.peak_rss_mib());
+            clients.push((kind, f));
+        }
+        if kind == Kind::Berth && args.wants("listings") {
+            let mut f = Figures::new();
             scaling::bounded("listings", hour, scaling::listings(&ctx, &scale, &mut f))
                 .await
                 .with_context(|| kind.name())?;
+            f.insert("peak_rss_mib", srv.peak_rss_mib());
+            listings.push((kind, f));
         }
-        f.insert("peak_rss_mib", srv.peak_rss_mib());
         keep.extend(srv.into_dir());
-        results.push((kind, f));
     }
     if args.data_dir.is_some() {
         for dir in keep.drain(..) {
             let _ = dir.keep();
         }
     }
+    let write = !(args.quick || args.only.is_some());
+    let clients_text = format!(
+        "## How cost grows with clients\n\nOne run of each registry: {} fresh blobs of {} MiB pushed (monolithic) and \
+         pulled (length-checked) at each client count. Regenerate with `target/release/berth-bench --scaling \
+         --workloads clients`.\n\n",
+        scale.blobs,
+        scale.blob_size >> 20,
+    );
+    let listings_text = format!(
+        "## How cost grows with list sizes\n\nListing pages (100 entries, median of 15 requests) at the first, a middle \
+         and the last page of one repository's tags and of the catalog, as both grow to {:?}; Berth only: \
+         Distribution 2.8 answers a tag list in one page whatever `n` says, and creating a million tags in its \
+         directory tree would take hours. Regenerate with `target/release/berth-bench --scaling --workloads \
+         listings`.\n\n",
+        scale.levels,
+    );
+    for (name, results, text) in [
+        ("scaling-clients", clients, clients_text),
+        ("scaling-listings", listings, listings_text),
+    ] {
+        if results.is_empty() {
+            continue;
+        }
+        let table = side_by_side(&results);
+        println!("{table}");
+        if !write {
+            continue;
+        }
+        let json = serde_json::json!({
+            "machine": machine(),
+            "section": name,
+            "runs": results.iter().map(|(k, f)| serde_json::json!({"registry": k.name(), "figures": f})).collect::<Vec<_>>(),
+        });
+        let json_path = args.json.with_file_name(format!("{name}.json"));
+        std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+        write_section(&args.out, name, &format!("{text}{table}"))?;
+        eprintln!("wrote {} and {}", args.out.display(), json_path.display());
+    }
+    if !write {
+        println!("quick or partial run: the report is left as it was.");
+    }
+    Ok(())
+}
+
+/// A table of every figure of one run per registry.
+fn side_by_side(results: &[(Kind, Figures)]) -> String {
     let get = |k: Kind, n: &str| {
         results
             .iter()
@@ -637,30 +690,5 @@ async fn scaling_main(args: &Args) -> Result<()> {
             cell(get(Kind::Distribution, n))
         ));
     }
-    println!("{table}");
-    if args.quick || args.only.is_some() {
-        println!("quick or partial run: the report is left as it was.");
-        return Ok(());
-    }
-    let json = serde_json::json!({
-        "machine": machine(),
-        "section": "scaling",
-        "runs": results.iter().map(|(k, f)| serde_json::json!({"registry": k.name(), "figures": f})).collect::<Vec<_>>(),
-    });
-    let json_path = args.json.with_file_name("scaling.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
-    let report = format!(
-        "## How cost grows\n\nOne run of each registry. Push and pull: {} fresh blobs of {} MiB at each client count \
-         (pull length-checked). Listing pages ({PAGE} entries, median of 15 requests) at the first, a middle and the last \
-         page of one repository's tags and of the catalog, as both grow to {:?} (Berth only: Distribution 2.8 answers \
-         a tag list in one page whatever `n` says, and creating a million tags in its directory tree would take hours). \
-         Regenerate with `target/release/berth-bench --scaling`.\n\n{table}",
-        scale.blobs,
-        scale.blob_size >> 20,
-        scale.levels,
-        PAGE = 100,
-    );
-    write_section(&args.out, "scaling", &report)?;
-    eprintln!("wrote {} and {}", args.out.display(), json_path.display());
-    Ok(())
+    table
 }

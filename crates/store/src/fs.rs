@@ -38,7 +38,7 @@ const WRITE_BUFFERS: usize = 16;
 const READ_BUF: usize = 256 << 10;
 /// ...as long as fewer than this many are in flight, waiting to be sent; beyond that, in
 /// chunks of `READ_BUF_SMALL`, so that memory stays bounded however many clients pull.
-const READ_BUFS: usize = 64;
+const READ_BUFS: usize = 32;
 const READ_BUF_SMALL: usize = 16 << 10;
 
 #[derive(Debug, Clone)]
@@ -295,20 +295,10 @@ impl FsStore {
     /// Opens (creating if needed) a store rooted at `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<FsStore> {
         let root = root.into();
-        std::fs::create_dir_all(root.join("tmp"))?;
-        // Every prefix directory exists from the start, so a commit never runs mkdir: that
-        // takes the parent directory's lock, which every concurrent commit would queue on.
-        // Uploads are spread the same way (ids are hex), for the same lock: creating a file
-        // holds its directory's for the whole inode allocation.
-        for prefix in 0..=255u8 {
-            std::fs::create_dir_all(root.join("uploads").join(format!("{prefix:02x}")))?;
-        }
-        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let base = root.join("blobs").join(alg.as_str());
-            for prefix in 0..=255u8 {
-                std::fs::create_dir_all(base.join(format!("{prefix:02x}")))?;
-            }
-            sync_dir(&base)?;
+        // Prefix directories (blobs/<alg>/<2 hex>/, uploads/<2 of id>/) are made when first
+        // needed, not here: making all 768 would cost start-up more than it saves.
+        for dir in ["tmp", "uploads", "blobs/sha256", "blobs/sha512"] {
+            std::fs::create_dir_all(root.join(dir))?;
         }
         Ok(FsStore {
             root,
@@ -358,13 +348,16 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates (or empties) an upload's file, and its directory when the id does not start with
-/// two hex digits (ids are generated as hex; this keeps any valid id working).
+/// Creates (or empties) an upload's file, and its prefix directory the first time (creating
+/// it on every upload would queue concurrent uploads on the parent directory's lock).
 fn create_upload_file(path: &Path) -> io::Result<File> {
     match File::create(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
+                if let Some(uploads) = dir.parent() {
+                    sync_dir(uploads)?;
+                }
             }
             File::create(path)
         }
@@ -380,7 +373,18 @@ fn install(from: &Path, to: &Path) -> io::Result<()> {
     let parent = to
         .parent()
         .ok_or_else(|| io::Error::other("blob path has no parent"))?;
-    std::fs::rename(from, to)?;
+    // Rename first and make the prefix directory only when it is missing: `mkdir` on every
+    // commit would take the parent directory's lock, which concurrent commits queue on.
+    if let Err(e) = std::fs::rename(from, to) {
+        if e.kind() != io::ErrorKind::NotFound || !from.exists() {
+            return Err(e);
+        }
+        std::fs::create_dir_all(parent)?;
+        if let Some(grandparent) = parent.parent() {
+            sync_dir(grandparent)?;
+        }
+        std::fs::rename(from, to)?;
+    }
     sync_dir(parent)
 }
 

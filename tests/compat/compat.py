@@ -33,6 +33,12 @@ Clients covered (Debian bookworm packages unless said otherwise):
               through the referrers API (with the artifactType filter), and a 12 MiB blob
               pushed in chunks
 
+What it needs (Debian bookworm, as root; CI installs the same):
+    apt-get install -y --no-install-recommends skopeo podman buildah containerd umoci docker.io
+    pip install oras==0.2.43
+docker.io is only there for its docker CLI (20.10); no Docker engine is started. If another
+docker CLI is on PATH too (this machine kind ships 28.x in /usr/local/bin), both are tested.
+
 Nothing is pulled from the internet: every image is built here from seeded content
 (deterministic tar layers, OCI layouts, docker-archives). Each client is isolated in the
 temp directory where it allows it: vfs storage, chroot isolation and cgroupfs for
@@ -63,6 +69,7 @@ import tempfile
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,10 +111,6 @@ INSTALL = {
 
 class Failure(Exception):
     """A check failed; the message says what was expected and what came."""
-
-
-class ScenarioTimeout(Failure):
-    pass
 
 
 def check(cond, message):
@@ -154,7 +157,9 @@ def canonical(obj):
 
 
 def on_alarm(signum, frame):
-    raise ScenarioTimeout("the scenario ran out of its time budget")
+    # Raised in the main thread wherever it is, so the scenario's finally blocks still run
+    # and subprocess.run kills the command it was waiting for.
+    raise Failure("the scenario ran out of its time budget")
 
 
 # ---------------------------------------------------------------------------------------
@@ -781,13 +786,19 @@ def skopeo_inspect(s):
     tags = json.loads(s.skopeo("list-tags", f"docker://{s.host}/{repo}").stdout)
     check_eq(sorted(tags["Tags"]), ["v1", "v2", "v3"], "`skopeo list-tags`")
 
-    # skopeo deletes the manifest v2 points at, by digest: both names must then be gone.
+    # skopeo deletes the manifest a tag points at, by digest: the manifest and every tag on
+    # it must be gone, and nothing else.
     s.skopeo("delete", s.ref(f"{repo}:v2"))
     for r in ("v2", b.digest):
         check_eq(s.reg.status("GET", f"/v2/{repo}/manifests/{r}"), 404,
                  f"GET of deleted manifest {r}")
     check_eq(s.reg.manifest(repo, "v1").digest, a.digest, "v1 after deleting v2")
     check_eq(s.reg.tags(repo), ["v1", "v3"], "tags after deleting v2")
+    s.skopeo("delete", s.ref(f"{repo}:v3"))
+    for r in ("v1", "v3", a.digest):
+        check_eq(s.reg.status("GET", f"/v2/{repo}/manifests/{r}"), 404,
+                 f"GET of {r} after deleting the manifest v1 and v3 share")
+    check_eq(s.reg.tags(repo), [], "tags after deleting every manifest")
 
 
 @scenario("skopeo-multiarch", needs=["skopeo"])
@@ -943,7 +954,8 @@ def podman_manifest(s):
                                opts=["--override-arch", "arm64"]).stdout)
     # skopeo reports the digest of the list it read, and the layers of the image it picked.
     arm = s.reg.manifest("podman/list", by_arch["arm64"])
-    check_eq((info["Digest"], info["Architecture"], info["Layers"]), (m.digest, "arm64", arm.layers),
+    check_eq((info["Digest"], info["Architecture"], info["Layers"]),
+             (m.digest, "arm64", arm.layers),
              "image skopeo picks with --override-arch arm64")
 
 
@@ -1024,7 +1036,8 @@ def containerd_pull_push(s):
     check_eq(s.reg.pull("containerd/dst", "v1").digest, img.digest, "digest ctr pushed")
     starts = [r["status"] for r in s.berth.requests()[seen:]
               if r["method"] == "POST" and r["path"] == "/v2/containerd/dst/blobs/uploads/"]
-    check_eq(starts, [201] * (1 + len(img.layers)), "access log: ctr's upload starts (201: mounted)")
+    check_eq(starts, [201] * (1 + len(img.layers)),
+             "access log: ctr's upload starts (201: mounted)")
     raw = s.skopeo("inspect", "--raw", s.ref("containerd/dst:v1")).stdout
     check_eq(sha256(raw), img.digest, "digest skopeo reads from what ctr pushed")
 
@@ -1167,7 +1180,8 @@ def oras_client(s):
 
 
 def referrers(s, repo, digest, artifact_type=None):
-    query = f"?artifactType={artifact_type}" if artifact_type else ""
+    # Percent-encoded as Go clients do (url.Values): a raw "+" would be read as a space.
+    query = f"?artifactType={urllib.parse.quote(artifact_type, safe='')}" if artifact_type else ""
     r = s.reg.request("GET", f"/v2/{repo}/referrers/{digest}{query}")
     check(r.status == 200, f"GET referrers of {digest}{query}: {r.status} {r.body[:300]!r}")
     check_eq(r.headers.get("Content-Type"), OCI_INDEX, "Content-Type of the referrers list")
@@ -1228,11 +1242,12 @@ def oras_referrers(s):
              {sbom_digest: (sbom_type, note), sig_digest: (sig_type, None)},
              "referrers of the image (digest: artifactType, annotations)")
     check_eq(len(found), 2, "number of referrers")
-    filtered = referrers(s, "oras/app", img.digest, sig_type)
-    check_eq([d["digest"] for d in filtered.json()["manifests"]], [sig_digest],
-             "referrers filtered by artifactType")
-    check_eq(filtered.headers.get("OCI-Filters-Applied"), "artifactType",
-             "OCI-Filters-Applied of the filtered referrers")
+    for artifact_type, digest in ((sig_type, sig_digest), (sbom_type, sbom_digest)):
+        filtered = referrers(s, "oras/app", img.digest, artifact_type)
+        check_eq([d["digest"] for d in filtered.json()["manifests"]], [digest],
+                 f"referrers filtered by artifactType {artifact_type}")
+        check_eq(filtered.headers.get("OCI-Filters-Applied"), "artifactType",
+                 "OCI-Filters-Applied of the filtered referrers")
     nothing = sha256(b"no such manifest")
     check_eq(referrers(s, "oras/app", nothing).json()["manifests"], [],
              "referrers of a digest nothing refers to")
@@ -1337,7 +1352,8 @@ def print_failure(name, reason):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--berth", type=Path, default=default_berth(),
-                        help="the berth binary (default target/release/berth, else target/debug/berth)")
+                        help="the berth binary (default target/release/berth, else "
+                             "target/debug/berth)")
     parser.add_argument("--only", help="comma-separated scenario names or client prefixes")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
     args = parser.parse_args()

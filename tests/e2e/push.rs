@@ -221,6 +221,83 @@ async fn end_14_cancel_then_unknown() {
         "BLOB_UPLOAD_UNKNOWN",
     )
     .await;
+
+    // A session that never received a byte is cancelled just the same, and stays unknown.
+    let r = reg.get(&loc).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), "0-0");
+    let r = reg.req(Method::DELETE, &loc).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let d = sha256(b"late");
+    expect_error(
+        reg.req(Method::PUT, &format!("{loc}?digest={d}"))
+            .body(b"late".to_vec())
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "BLOB_UPLOAD_UNKNOWN",
+    )
+    .await;
+    assert_eq!(
+        reg.get(&format!("/v2/c/blobs/{d}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Ids are not guessable: one character changed, or one made up, is unknown.
+    let loc = start(&reg, "c").await;
+    let mut forged = loc.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    for bad in [forged.as_str(), "/v2/c/blobs/uploads/0123456789abcdef"] {
+        expect_error(reg.get(bad).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
+        expect_error(
+            patch(&reg, bad, None, b"x").await,
+            404,
+            "BLOB_UPLOAD_UNKNOWN",
+        )
+        .await;
+    }
+    // ...while the real one still works.
+    assert_eq!(
+        patch(&reg, &loc, None, b"x").await.status(),
+        StatusCode::ACCEPTED
+    );
+
+    // A finished session is unknown afterwards, even one finished by a single PUT.
+    let loc = start(&reg, "c").await;
+    let d = sha256(b"once");
+    let put = |body: &'static [u8]| {
+        reg.req(Method::PUT, &format!("{loc}?digest={d}"))
+            .body(body.to_vec())
+            .send()
+    };
+    assert_eq!(put(b"once").await.unwrap().status(), StatusCode::CREATED);
+    expect_error(put(b"once").await.unwrap(), 404, "BLOB_UPLOAD_UNKNOWN").await;
+    expect_error(reg.get(&loc).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn idle_upload_sessions_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, "[limits]\nupload_expiry_secs = 1\n").unwrap();
+    let reg = TestRegistry::spawn_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let fresh = start(&reg, "e").await;
+    let started = start(&reg, "e").await;
+    assert_eq!(
+        patch(&reg, &started, None, b"some").await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(reg.get(&fresh).await.status(), StatusCode::NO_CONTENT);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    for loc in [&fresh, &started] {
+        expect_error(reg.get(loc).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    }
 }
 
 #[tokio::test]

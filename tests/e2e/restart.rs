@@ -16,6 +16,14 @@ async fn upload_resumes_after_restart() {
         .await
         .unwrap();
     let loc = header(&r, "location");
+    // A second session that has received nothing yet: its id must still verify after the
+    // restart (the key that signs ids is kept in the database).
+    let r = reg
+        .req(Method::POST, "/v2/resume/me/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let empty = header(&r, "location");
     let r = reg
         .req(Method::PATCH, &loc)
         .header("content-range", format!("0-{}", half - 1))
@@ -32,6 +40,14 @@ async fn upload_resumes_after_restart() {
     let r = reg.get(&loc).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&r, "range"), format!("0-{}", half - 1));
+    let small = b"sent after the restart";
+    let r = reg
+        .req(Method::PUT, &format!("{empty}?digest={}", sha256(small)))
+        .body(small.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
     let d = sha256(&data);
     let r = reg
         .req(Method::PUT, &format!("{loc}?digest={d}"))

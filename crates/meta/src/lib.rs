@@ -92,15 +92,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// and the blob record if needed. Idempotent.
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
 
-    /// In one transaction: links the blob as [`MetaStore::link_blob`] does and removes the
-    /// upload session `id` it came from.
-    async fn finish_upload(
-        &self,
-        id: &UploadId,
-        repo: &RepoName,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<()>;
+    /// In one transaction: links the blob in the session's repository as
+    /// [`MetaStore::link_blob`] does and ends the session it came from (recorded or not), as
+    /// [`MetaStore::end_upload`] does.
+    async fn finish_upload(&self, session: &UploadRecord, digest: &Digest, size: u64)
+        -> Result<()>;
 
     /// The size of `digest` if `repo` may see it, else `None`.
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
@@ -142,24 +138,36 @@ pub trait MetaStore: Send + Sync + 'static {
         artifact_type: Option<&str>,
     ) -> Result<Vec<ManifestRecord>>;
 
-    /// Records a new upload session.
-    async fn create_upload(&self, u: &UploadRecord) -> Result<()>;
+    /// What is recorded of the upload session `id`: nothing (a session is recorded from its
+    /// first [`MetaStore::advance_upload`]), an open session, or the tombstone of one that
+    /// ended.
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadState>>;
 
-    /// An upload session by id.
-    async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>>;
-
-    /// Moves a session from offset `from` to `to` with a new hash state, only if it is still
-    /// at `from` (compare-and-set); `false` when it was not.
+    /// Moves `session` from the offset it carries to `to` with a new hash state, only if the
+    /// session still stands there and is open (compare-and-set); `false` when it does not.
+    /// A session with no record stands at offset 0: its first advance records it with the
+    /// repository and creation time `session` carries.
     async fn advance_upload(
         &self,
-        id: &UploadId,
-        from: u64,
+        session: &UploadRecord,
         to: u64,
         hash_state: Option<&str>,
     ) -> Result<bool>;
 
-    /// Removes a session; `false` when absent.
-    async fn delete_upload(&self, id: &UploadId) -> Result<bool>;
+    /// Ends a session, recorded or not, leaving a tombstone so that its id stays unknown
+    /// afterwards; `false` when it had already ended.
+    async fn end_upload(&self, session: &UploadRecord) -> Result<bool>;
+
+    /// The secret called `name`: the one already stored, else `candidate`, stored now. Every
+    /// caller (and every node on the same database) gets the same value.
+    async fn secret(&self, name: &str, candidate: &str) -> Result<String>;
+}
+
+/// What [`MetaStore::upload`] knows of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadState {
+    Open(UploadRecord),
+    Ended,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -57,11 +57,27 @@ pub const REPO_EXISTS: &str = "SELECT 1 FROM repositories WHERE name = $1";
 pub const TAGS: &str = "SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3";
 pub const REPOS: &str = "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2";
 
-pub const INSERT_UPLOAD: &str =
-    "INSERT INTO uploads (id, repo, offset_bytes, hash_state, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6)";
 pub const UPLOAD: &str =
-    "SELECT id, repo, offset_bytes, hash_state, created_at, updated_at FROM uploads WHERE id = $1";
+    "SELECT id, repo, offset_bytes, hash_state, created_at, updated_at, ended_at \
+    FROM uploads WHERE id = $1";
+/// Records a session's first bytes, or moves a recorded open session on, only from offset `$3`.
 pub const ADVANCE_UPLOAD: &str =
-    "UPDATE uploads SET offset_bytes = $3, hash_state = $4, updated_at = $5 WHERE id = $1 AND offset_bytes = $2";
-pub const DELETE_UPLOAD: &str = "DELETE FROM uploads WHERE id = $1";
+    "INSERT INTO uploads (id, repo, offset_bytes, hash_state, created_at, updated_at) \
+    VALUES ($1, $2, $4, $5, $6, $7) \
+    ON CONFLICT (id) DO UPDATE SET offset_bytes = excluded.offset_bytes, \
+    hash_state = excluded.hash_state, updated_at = excluded.updated_at \
+    WHERE uploads.offset_bytes = $3 AND uploads.ended_at IS NULL";
+/// Moves a recorded open session on, only from offset `$2`.
+pub const MOVE_UPLOAD: &str = "UPDATE uploads SET offset_bytes = $3, hash_state = $4, \
+    updated_at = $5 WHERE id = $1 AND offset_bytes = $2 AND ended_at IS NULL";
+/// Ends a session, recorded or not; changes nothing (no row counted) when it had ended.
+pub const END_UPLOAD: &str =
+    "INSERT INTO uploads (id, repo, offset_bytes, created_at, updated_at, ended_at) \
+    VALUES ($1, $2, $3, $4, $5, $5) \
+    ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, hash_state = NULL, \
+    updated_at = excluded.updated_at WHERE uploads.ended_at IS NULL";
+
+pub const INSERT_SECRET: &str =
+    "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) \
+    ON CONFLICT (name) DO NOTHING";
+pub const SECRET: &str = "SELECT value FROM secrets WHERE name = $1";

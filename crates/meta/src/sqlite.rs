@@ -15,6 +15,7 @@
 use crate::sql;
 use crate::{
     ManifestRecord, MetaError, MetaStore, NewManifest, Page, PutRefusal, Result, UploadRecord,
+    UploadState,
 };
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -154,10 +155,13 @@ fn manifest_row(row: &SqliteRow) -> Result<ManifestRecord> {
     })
 }
 
-fn upload_row(row: &SqliteRow) -> Result<UploadRecord> {
+fn upload_row(row: &SqliteRow) -> Result<UploadState> {
+    if row.try_get::<Option<i64>, _>("ended_at")?.is_some() {
+        return Ok(UploadState::Ended);
+    }
     let id: String = row.try_get("id")?;
     let repo: String = row.try_get("repo")?;
-    Ok(UploadRecord {
+    Ok(UploadState::Open(UploadRecord {
         id: id
             .parse()
             .map_err(|e| MetaError::Corrupt(format!("upload id: {e}")))?,
@@ -168,7 +172,7 @@ fn upload_row(row: &SqliteRow) -> Result<UploadRecord> {
         hash_state: row.try_get("hash_state")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
-    })
+    }))
 }
 
 /// `LIMIT` for a page: SQLite and PostgreSQL both take -1 / NULL differently, so "all" is
@@ -349,16 +353,15 @@ impl MetaStore for SqliteMeta {
 
     async fn finish_upload(
         &self,
-        id: &UploadId,
-        repo: &RepoName,
+        session: &UploadRecord,
         digest: &Digest,
         size: u64,
     ) -> Result<()> {
-        let (id, repo, digest) = (id.to_string(), repo.to_string(), digest.to_string());
+        let (session, digest) = (session.clone(), digest.to_string());
         self.write(Statements::Several, move |c| {
             Box::pin(async move {
-                link(c, repo, digest, size).await?;
-                sqlx::query(sql::DELETE_UPLOAD).bind(id).execute(c).await?;
+                link(c, session.repo.to_string(), digest, size).await?;
+                end_upload(c, &session).await?;
                 Ok(())
             })
         })
@@ -497,26 +500,7 @@ impl MetaStore for SqliteMeta {
             .collect()
     }
 
-    async fn create_upload(&self, u: &UploadRecord) -> Result<()> {
-        let u = u.clone();
-        self.write(Statements::One, move |c| {
-            Box::pin(async move {
-                sqlx::query(sql::INSERT_UPLOAD)
-                    .bind(u.id.as_str())
-                    .bind(u.repo.as_str())
-                    .bind(i(u.offset))
-                    .bind(&u.hash_state)
-                    .bind(u.created_at)
-                    .bind(u.updated_at)
-                    .execute(c)
-                    .await?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    async fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
+    async fn upload(&self, id: &UploadId) -> Result<Option<UploadState>> {
         let row = sqlx::query(sql::UPLOAD)
             .bind(id.as_str())
             .fetch_optional(&self.reader)
@@ -526,35 +510,85 @@ impl MetaStore for SqliteMeta {
 
     async fn advance_upload(
         &self,
-        id: &UploadId,
-        from: u64,
+        session: &UploadRecord,
         to: u64,
         hash_state: Option<&str>,
     ) -> Result<bool> {
-        let (id, state, now) = (
-            id.to_string(),
+        let (s, state, now) = (
+            session.clone(),
             hash_state.map(str::to_owned),
             crate::now_millis(),
         );
         self.write(Statements::One, move |c| {
             Box::pin(async move {
-                let r = sqlx::query(sql::ADVANCE_UPLOAD)
-                    .bind(id)
-                    .bind(i(from))
-                    .bind(i(to))
-                    .bind(state)
-                    .bind(now)
-                    .execute(c)
-                    .await?;
+                // Only a session at 0 may lack a record: elsewhere a missing row is a loss.
+                let r = if s.offset == 0 {
+                    sqlx::query(sql::ADVANCE_UPLOAD)
+                        .bind(s.id.as_str())
+                        .bind(s.repo.as_str())
+                        .bind(i(s.offset))
+                        .bind(i(to))
+                        .bind(state)
+                        .bind(s.created_at)
+                        .bind(now)
+                        .execute(c)
+                        .await?
+                } else {
+                    sqlx::query(sql::MOVE_UPLOAD)
+                        .bind(s.id.as_str())
+                        .bind(i(s.offset))
+                        .bind(i(to))
+                        .bind(state)
+                        .bind(now)
+                        .execute(c)
+                        .await?
+                };
                 Ok(r.rows_affected() > 0)
             })
         })
         .await
     }
 
-    async fn delete_upload(&self, id: &UploadId) -> Result<bool> {
-        self.changes(sql::DELETE_UPLOAD, vec![id.to_string()]).await
+    async fn end_upload(&self, session: &UploadRecord) -> Result<bool> {
+        let s = session.clone();
+        self.write(Statements::One, move |c| {
+            Box::pin(async move { end_upload(c, &s).await })
+        })
+        .await
     }
+
+    async fn secret(&self, name: &str, candidate: &str) -> Result<String> {
+        let (n, v) = (name.to_owned(), candidate.to_owned());
+        self.write(Statements::One, move |c| {
+            Box::pin(async move {
+                sqlx::query(sql::INSERT_SECRET)
+                    .bind(n)
+                    .bind(v)
+                    .bind(crate::now_millis())
+                    .execute(c)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await?;
+        let row = sqlx::query(sql::SECRET)
+            .bind(name)
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+async fn end_upload(c: &mut SqliteConnection, s: &UploadRecord) -> Result<bool> {
+    let r = sqlx::query(sql::END_UPLOAD)
+        .bind(s.id.as_str())
+        .bind(s.repo.as_str())
+        .bind(i(s.offset))
+        .bind(s.created_at)
+        .bind(crate::now_millis())
+        .execute(c)
+        .await?;
+    Ok(r.rows_affected() > 0)
 }
 
 #[cfg(test)]
@@ -566,5 +600,41 @@ mod tests {
             .await
             .unwrap();
         crate::testsuite::run(&meta).await;
+    }
+
+    /// Group commit: a write that fails among concurrent ones rolls back alone.
+    #[tokio::test]
+    async fn a_failing_write_fails_alone() {
+        use crate::MetaStore;
+        let dir = tempfile::tempdir().unwrap();
+        let meta = super::SqliteMeta::open(&dir.path().join("meta.db"))
+            .await
+            .unwrap();
+        let repo: berth_oci::RepoName = "r".parse().unwrap();
+        let digests: Vec<berth_oci::Digest> = (0..64u32)
+            .map(|n| berth_oci::Digest::sha256(&n.to_be_bytes()))
+            .collect();
+        let links = futures::future::join_all(digests.iter().map(|d| meta.link_blob(&repo, d, 4)));
+        // Two rows with one primary key: the second insert fails inside the write.
+        let failing = meta.write(super::Statements::Several, |c| {
+            Box::pin(async move {
+                for _ in 0..2 {
+                    sqlx::query(
+                        "INSERT INTO secrets (name, value, created_at) VALUES ('k', 'v', 0)",
+                    )
+                    .execute(&mut *c)
+                    .await?;
+                }
+                Ok(())
+            })
+        });
+        let (links, failing) = futures::join!(links, failing);
+        assert!(failing.is_err(), "a duplicate key is refused");
+        for (d, r) in digests.iter().zip(links) {
+            r.unwrap();
+            assert_eq!(meta.linked_blob(&repo, d).await.unwrap(), Some(4));
+        }
+        // Its first insert was rolled back with it.
+        assert_eq!(meta.secret("k", "fresh").await.unwrap(), "fresh");
     }
 }

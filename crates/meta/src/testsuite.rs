@@ -1,7 +1,7 @@
 //! The contract every [`MetaStore`] backend passes: one check per promise in the trait's
 //! method docs. Backends call [`run`] from their own tests on an empty store.
 
-use crate::{ManifestRecord, MetaStore, NewManifest, Page, PutRefusal, UploadRecord};
+use crate::{ManifestRecord, MetaStore, NewManifest, Page, PutRefusal, UploadRecord, UploadState};
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 fn repo(s: &str) -> RepoName {
@@ -262,7 +262,7 @@ pub async fn run(meta: &dyn MetaStore) {
         .expect("referrers")
         .is_empty());
 
-    // uploads: create, read, compare-and-set, delete.
+    // uploads: unrecorded until the first advance, compare-and-set, ended with a tombstone.
     let id: UploadId = "u1".parse().expect("id");
     assert_eq!(meta.upload(&id).await.expect("upload"), None);
     let u = UploadRecord {
@@ -273,45 +273,91 @@ pub async fn run(meta: &dyn MetaStore) {
         created_at: 1,
         updated_at: 1,
     };
-    meta.create_upload(&u).await.expect("create");
-    assert_eq!(meta.upload(&id).await.expect("upload"), Some(u.clone()));
     assert!(meta
-        .advance_upload(&id, 0, 10, Some("state"))
+        .advance_upload(&u, 10, Some("state"))
         .await
-        .expect("advance"));
+        .expect("first advance records the session"));
     assert!(!meta
-        .advance_upload(&id, 0, 20, Some("other"))
+        .advance_upload(&u, 20, Some("other"))
         .await
         .expect("stale advance refused"));
-    let got = meta.upload(&id).await.expect("upload").expect("exists");
-    assert_eq!((got.offset, got.hash_state.as_deref()), (10, Some("state")));
-    assert!(meta.delete_upload(&id).await.expect("delete"));
-    assert!(!meta.delete_upload(&id).await.expect("delete again"));
+    let Some(UploadState::Open(got)) = meta.upload(&id).await.expect("upload") else {
+        panic!("session recorded by its first advance");
+    };
+    assert_eq!(
+        (
+            &got.repo,
+            got.offset,
+            got.hash_state.as_deref(),
+            got.created_at
+        ),
+        (&a, 10, Some("state"), 1)
+    );
+    assert!(meta
+        .advance_upload(&got, 25, None)
+        .await
+        .expect("advance from where it stands"));
+    let at_25 = UploadRecord {
+        offset: 25,
+        ..got.clone()
+    };
+    assert!(meta.end_upload(&at_25).await.expect("end"));
+    assert!(!meta.end_upload(&at_25).await.expect("end again"));
+    assert_eq!(
+        meta.upload(&id).await.expect("upload"),
+        Some(UploadState::Ended)
+    );
+    assert!(!meta
+        .advance_upload(&at_25, 30, None)
+        .await
+        .expect("an ended session does not move"));
+    assert!(!meta
+        .advance_upload(&u, 5, None)
+        .await
+        .expect("an ended session is not recorded again"));
 
-    // finish_upload: links the blob and removes the session, together.
-    meta.create_upload(&u).await.expect("create");
+    // A session never recorded can end too, and is then unknown for good.
+    let fresh = UploadRecord {
+        id: "u2".parse().expect("id"),
+        ..u.clone()
+    };
+    assert!(meta.end_upload(&fresh).await.expect("end unrecorded"));
+    assert_eq!(
+        meta.upload(&fresh.id).await.expect("upload"),
+        Some(UploadState::Ended)
+    );
+
+    // finish_upload: links the blob and ends the session, together.
+    let finishing = UploadRecord {
+        id: "u3".parse().expect("id"),
+        repo: b.clone(),
+        ..u.clone()
+    };
     let finished = Digest::sha256(b"finished upload");
-    meta.finish_upload(&id, &b, &finished, 15)
+    meta.finish_upload(&finishing, &finished, 15)
         .await
         .expect("finish");
-    assert_eq!(meta.upload(&id).await.expect("upload"), None);
+    assert_eq!(
+        meta.upload(&finishing.id).await.expect("upload"),
+        Some(UploadState::Ended)
+    );
     assert_eq!(
         meta.linked_blob(&b, &finished).await.expect("linked"),
         Some(15)
     );
 
-    // Concurrent writes all land, and one failing among them (a duplicate session id) fails
-    // alone.
-    meta.create_upload(&u).await.expect("create");
+    // Concurrent writes all land.
     let digests: Vec<Digest> = (0..64u32)
         .map(|n| Digest::sha256(&n.to_be_bytes()))
         .collect();
     let links = futures::future::join_all(digests.iter().map(|d| meta.link_blob(&b, d, 4)));
-    let (links, duplicate) = futures::join!(links, meta.create_upload(&u));
-    assert!(duplicate.is_err(), "a duplicate session id is refused");
-    for (d, r) in digests.iter().zip(links) {
+    for (d, r) in digests.iter().zip(links.await) {
         r.expect("concurrent link");
         assert_eq!(meta.linked_blob(&b, d).await.expect("linked"), Some(4));
     }
-    assert!(meta.delete_upload(&id).await.expect("delete"));
+
+    // Secrets: the first candidate stays.
+    let first = meta.secret("test-key", "one").await.expect("secret");
+    assert_eq!(first, "one");
+    assert_eq!(meta.secret("test-key", "two").await.expect("secret"), "one");
 }

@@ -2,6 +2,7 @@
 //! a [`MetaStore`], with no HTTP and no concrete backend.
 //!
 //! - [`uploads`]: upload sessions, chunked and monolithic, with resumable hashing.
+//! - [`ids`]: signed upload ids, so that opening a session writes nothing.
 //! - [`blobs`]: blob reads, deletes and cross-repository mounts.
 //! - [`manifests`]: manifest push (validation and reference checks), pull and delete.
 //! - [`listing`]: tags, catalog and referrers.
@@ -15,6 +16,7 @@ use std::sync::Arc;
 pub mod blobs;
 pub mod cache;
 pub mod error;
+mod ids;
 pub mod listing;
 pub mod manifests;
 pub mod uploads;
@@ -33,6 +35,8 @@ pub struct Options {
     pub default_catalog_page: u64,
     /// Bytes of manifests kept in memory for GETs.
     pub manifest_cache_bytes: usize,
+    /// An upload session that has received nothing for this long is unknown.
+    pub upload_expiry: std::time::Duration,
 }
 
 impl Default for Options {
@@ -42,6 +46,7 @@ impl Default for Options {
             max_page: 10_000,
             default_catalog_page: 1_000,
             manifest_cache_bytes: 8 << 20,
+            upload_expiry: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -54,18 +59,33 @@ pub struct Registry {
     opts: Arc<Options>,
     locks: Arc<uploads::UploadLocks>,
     manifests: Arc<cache::ManifestCache>,
+    ids: Arc<ids::IdKey>,
 }
 
 impl Registry {
-    pub fn new(blobs: Arc<dyn BlobStore>, meta: Arc<dyn MetaStore>, opts: Options) -> Registry {
+    /// The registry on these backends; fetches (or makes, on a new database) the key that
+    /// signs upload ids.
+    pub async fn open(
+        blobs: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetaStore>,
+        opts: Options,
+    ) -> Result<Registry> {
+        let secret = meta
+            .secret(
+                ids::SECRET_NAME,
+                &ids::new_secret().map_err(Error::Internal)?,
+            )
+            .await?;
+        let ids = ids::IdKey::new(&secret).map_err(Error::Internal)?;
         let manifests = Arc::new(cache::ManifestCache::new(opts.manifest_cache_bytes));
-        Registry {
+        Ok(Registry {
             blobs,
             meta,
             opts: Arc::new(opts),
             locks: Arc::default(),
             manifests,
-        }
+            ids: Arc::new(ids),
+        })
     }
 
     pub fn options(&self) -> &Options {
@@ -83,11 +103,13 @@ pub(crate) mod testutil {
         let meta = berth_meta::sqlite::SqliteMeta::open(&dir.path().join("meta.db"))
             .await
             .expect("meta");
-        let reg = Registry::new(
+        let reg = Registry::open(
             Arc::new(berth_store::memory::MemoryStore::new()),
             Arc::new(meta),
             Options::default(),
-        );
+        )
+        .await
+        .expect("registry");
         (reg, dir)
     }
 }

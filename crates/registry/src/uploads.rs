@@ -1,15 +1,20 @@
 //! Upload sessions: start, append (streamed or chunked), status, finish, cancel.
 //!
-//! Bytes are hashed while they stream to the blob store, and after every append the hasher's
+//! Opening a session writes nothing: its id is signed (see [`crate::ids`]) and says which
+//! repository it belongs to and when it was opened. The session is recorded by its first
+//! PATCH; a monolithic PUT that finishes it at once never records it at all. Finishing or
+//! cancelling leaves a tombstone, so that an ended session's id stays unknown.
+//!
+//! Bytes are hashed while they stream to the blob store, and after every PATCH the hasher's
 //! midstate is saved in the upload record with the new offset (compare-and-set), so a session
 //! continues after a restart, or on another node, without re-reading what it holds. A blob
 //! becomes visible only at finish: digest verified, bytes committed durably, then linked.
 
 use crate::{Error, Registry, Result};
-use berth_meta::UploadRecord;
+use berth_meta::{UploadRecord, UploadState};
 use berth_oci::range::ChunkRange;
 use berth_oci::{Algorithm, Digest, DigestHasher, ErrorCode, RepoName, UploadId};
-use berth_store::ByteStream;
+use berth_store::{ByteStream, Durability};
 use futures::{Stream, StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::io;
@@ -104,32 +109,43 @@ fn lock_busy() -> Error {
 }
 
 impl Registry {
-    /// Opens a new upload session in `repo`.
+    /// Opens a new upload session in `repo`. Nothing is written until it receives bytes.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadRecord> {
-        let id: UploadId = uuid::Uuid::new_v4()
-            .simple()
-            .to_string()
-            .parse()
-            .map_err(|e| Error::Internal(format!("{e}")))?;
         let now = berth_meta::now_millis();
-        let rec = UploadRecord {
+        let id = self.ids.issue(repo, now).map_err(Error::Internal)?;
+        Ok(UploadRecord {
             id,
             repo: repo.clone(),
             offset: 0,
             hash_state: None,
             created_at: now,
             updated_at: now,
-        };
-        self.blobs.begin(&rec.id).await?;
-        self.meta.create_upload(&rec).await?;
-        Ok(rec)
+        })
     }
 
-    /// The session `id` of `repo`, or `BLOB_UPLOAD_UNKNOWN`.
+    /// The session `id` of `repo`, or `BLOB_UPLOAD_UNKNOWN`: unknown when it was not issued
+    /// for `repo`, has ended, or has received nothing for longer than the expiry.
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
+        let expired = |t: i64| {
+            let expiry = i64::try_from(self.opts.upload_expiry.as_millis()).unwrap_or(i64::MAX);
+            berth_meta::now_millis().saturating_sub(t) > expiry
+        };
         match self.meta.upload(id).await? {
-            Some(rec) if &rec.repo == repo => Ok(rec),
-            _ => Err(Error::upload_unknown()),
+            Some(UploadState::Open(rec)) if &rec.repo == repo && !expired(rec.updated_at) => {
+                Ok(rec)
+            }
+            Some(_) => Err(Error::upload_unknown()),
+            None => match self.ids.verify(repo, id) {
+                Some(created) if !expired(created) => Ok(UploadRecord {
+                    id: id.clone(),
+                    repo: repo.clone(),
+                    offset: 0,
+                    hash_state: None,
+                    created_at: created,
+                    updated_at: created,
+                }),
+                _ => Err(Error::upload_unknown()),
+            },
         }
     }
 
@@ -185,7 +201,7 @@ impl Registry {
             .with_detail(serde_json::json!({ "expected": digest, "actual": actual })));
         }
         let size = self.blobs.commit(&rec.id, digest, rec.offset).await?;
-        self.meta.finish_upload(&rec.id, repo, digest, size).await?;
+        self.meta.finish_upload(&rec, digest, size).await?;
         Ok(size)
     }
 
@@ -202,8 +218,8 @@ impl Registry {
             .finish_upload(repo, &rec.id, digest, chunk, Some(body))
             .await;
         if result.is_err() {
-            // Nobody knows this session's id: leaving it would only leak it.
-            self.cancel_upload(repo, &rec.id).await.ok();
+            // Nobody knows this session's id and it was never recorded: only its bytes remain.
+            self.blobs.abort(&rec.id).await.ok();
         }
         result
     }
@@ -212,7 +228,7 @@ impl Registry {
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
         let _guard = self.locks.try_lock(id).ok_or_else(lock_busy)?;
         let rec = self.upload_status(repo, id).await?;
-        self.meta.delete_upload(&rec.id).await?;
+        self.meta.end_upload(&rec).await?;
         self.blobs.abort(&rec.id).await?;
         Ok(())
     }
@@ -235,15 +251,20 @@ impl Registry {
             seen: 0,
         }
         .inspect_ok(|b| hasher.update(b));
-        let len = self.blobs.append(&rec.id, rec.offset, body.boxed()).await?;
+        // A PATCH's bytes must outlive a crash; a finishing PUT's need only reach the commit.
+        let durability = if record {
+            Durability::Durable
+        } else {
+            Durability::UntilCommit
+        };
+        let len = self
+            .blobs
+            .append(&rec.id, rec.offset, body.boxed(), durability)
+            .await?;
         let mut state = None;
         if record {
             let saved = hasher.save();
-            if !self
-                .meta
-                .advance_upload(&rec.id, rec.offset, len, Some(&saved))
-                .await?
-            {
+            if !self.meta.advance_upload(&rec, len, Some(&saved)).await? {
                 // Only possible if another node wrote the session meanwhile; ours is the loser.
                 return Err(lock_busy());
             }
@@ -415,7 +436,7 @@ mod crash_tests {
     use crate::{Options, Registry};
     use berth_oci::{Digest, RepoName};
     use berth_store::memory::MemoryStore;
-    use berth_store::BlobStore;
+    use berth_store::{BlobStore, Durability};
     use bytes::Bytes;
     use futures::StreamExt;
     use std::sync::Arc;
@@ -433,14 +454,19 @@ mod crash_tests {
             .await
             .unwrap();
         let store = Arc::new(MemoryStore::new());
-        let reg = Registry::new(store.clone(), Arc::new(meta), Options::default());
+        let reg = Registry::open(store.clone(), Arc::new(meta), Options::default())
+            .await
+            .unwrap();
         let repo: RepoName = "crash".parse().unwrap();
         let rec = reg.start_upload(&repo).await.unwrap();
         reg.patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"good"))
             .await
             .unwrap();
         // What the crashed request had written, without its record.
-        store.append(&rec.id, 4, body(b"GARBAGE")).await.unwrap();
+        store
+            .append(&rec.id, 4, body(b"GARBAGE"), Durability::Durable)
+            .await
+            .unwrap();
         let d = Digest::sha256(b"good");
         let n = reg
             .finish_upload(&repo, &rec.id, &d, ChunkInfo::default(), None)

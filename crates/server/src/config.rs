@@ -77,6 +77,8 @@ pub struct LimitsConfig {
     pub default_catalog_page: u64,
     /// Bytes of manifests kept in memory to answer GETs.
     pub manifest_cache_bytes: usize,
+    /// Seconds after which an upload session that received nothing is unknown.
+    pub upload_expiry_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -87,6 +89,7 @@ impl Default for LimitsConfig {
             max_page: d.max_page,
             default_catalog_page: d.default_catalog_page,
             manifest_cache_bytes: d.manifest_cache_bytes,
+            upload_expiry_secs: d.upload_expiry.as_secs(),
         }
     }
 }
@@ -138,6 +141,9 @@ impl Config {
         if self.limits.max_page == 0 || self.limits.default_catalog_page == 0 {
             bail!("limits.max_page and limits.default_catalog_page must be positive");
         }
+        if self.limits.upload_expiry_secs == 0 {
+            bail!("limits.upload_expiry_secs must be positive");
+        }
         let url = self.database_url();
         if !url.starts_with("sqlite:") {
             bail!("database.url {url:?} is not supported: use sqlite://PATH");
@@ -167,6 +173,7 @@ impl Config {
             max_page: self.limits.max_page,
             default_catalog_page: self.limits.default_catalog_page,
             manifest_cache_bytes: self.limits.manifest_cache_bytes,
+            upload_expiry: std::time::Duration::from_secs(self.limits.upload_expiry_secs),
         }
     }
 }

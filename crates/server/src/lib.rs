@@ -49,11 +49,9 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     let meta = berth_meta::sqlite::SqliteMeta::open_url(&url)
         .await
         .with_context(|| format!("opening database {url}"))?;
-    Ok(Registry::new(
-        Arc::new(store),
-        Arc::new(meta),
-        config.registry_options(),
-    ))
+    Registry::open(Arc::new(store), Arc::new(meta), config.registry_options())
+        .await
+        .context("opening the registry")
 }
 
 /// The application: `/v2/` and everything under it, and `/metrics`.

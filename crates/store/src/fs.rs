@@ -9,11 +9,12 @@
 //! ```
 //!
 //! All three live on one filesystem so that a commit is a rename. The order of a commit is
-//! the data-safety invariant: data fsynced (at the end of every append) → rename into
-//! `blobs/` → fsync of the directory. A reader therefore sees no blob or a whole one, and a
+//! the data-safety invariant: data fsynced (at the end of a durable append, and again by the
+//! commit, which finds nothing left to write unless the last append was `UntilCommit`) →
+//! rename into `blobs/` → fsync of the directory. A reader therefore sees no blob or a whole one, and a
 //! crash after the commit returns loses nothing.
 
-use crate::{BlobStore, ByteStream, Result, StoreError};
+use crate::{BlobStore, ByteStream, Durability, Result, StoreError};
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, UploadId};
 use bytes::Bytes;
@@ -519,14 +520,13 @@ impl BlobStore for FsStore {
         .await?)
     }
 
-    async fn begin(&self, id: &UploadId) -> Result<()> {
-        // Not synced: an empty file holds nothing to lose, and the first append (at offset 0)
-        // recreates it if a crash took it, then makes it durable with its bytes.
-        let path = self.upload_path(id);
-        Ok(blocking(move || create_upload_file(&path).map(drop)).await?)
-    }
-
-    async fn append(&self, id: &UploadId, offset: u64, mut body: ByteStream<'_>) -> Result<u64> {
+    async fn append(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        mut body: ByteStream<'_>,
+        durability: Durability,
+    ) -> Result<u64> {
         let path = self.upload_path(id);
         let opened = blocking(move || {
             let plain = match OpenOptions::new().write(true).open(&path) {
@@ -584,10 +584,11 @@ impl BlobStore for FsStore {
         // All or nothing: a failed append is cut back to where it started. The data fsync
         // covers both descriptors: it flushes the inode, whatever path its bytes took.
         blocking(move || match failure {
+            None if durability == Durability::UntilCommit => Ok(Ok(pos)),
             None => {
                 w.plain.sync_data()?;
                 if offset == 0 {
-                    // The file's name, created unsynced by `begin` or just now.
+                    // The file's name, created just now.
                     if let Some(dir) = w.path.parent() {
                         sync_dir(dir)?;
                     }
@@ -636,8 +637,10 @@ impl BlobStore for FsStore {
             }
             if actual > len {
                 f.set_len(len)?;
-                f.sync_data()?;
             }
+            // The data before the name: appends made `UntilCommit` left it unsynced (for the
+            // others this finds nothing to write).
+            f.sync_data()?;
             drop(f);
             install(&from, &to)?;
             Ok(Ok(len))

@@ -34,6 +34,16 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What an append promises about its bytes if the machine crashes right after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// They survive: the session goes on later (a PATCH), maybe after a restart.
+    Durable,
+    /// They may be lost: the session is committed in the same request or not at all (a
+    /// finishing PUT), and the commit makes the blob durable. Saves the syncs of the upload.
+    UntilCommit,
+}
+
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
     /// The size of a committed blob, or `None` when there is none under that digest.
@@ -55,17 +65,21 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Every committed blob with its size, in no particular order (for GC and repair).
     async fn list(&self) -> Result<Vec<(Digest, u64)>>;
 
-    /// Creates empty scratch space for an upload. Creating an existing one empties it. It need
-    /// not survive a crash: an append at offset 0 recreates it.
-    async fn begin(&self, id: &UploadId) -> Result<()>;
-
     /// Appends `body` at `offset`, which must not exceed the bytes the upload holds (bytes past
     /// `offset`, left by an append whose caller never recorded it, are discarded first; fewer
     /// bytes than `offset` is `Offset`). All or nothing: on any error the upload is left
-    /// holding `offset` bytes. Durable when it returns. Returns the new length. An append at
-    /// offset 0 creates missing scratch space; at a larger offset a missing upload is
-    /// `NotFound`.
-    async fn append(&self, id: &UploadId, offset: u64, body: ByteStream<'_>) -> Result<u64>;
+    /// holding `offset` bytes. With [`Durability::Durable`] the bytes are durable when it
+    /// returns; with [`Durability::UntilCommit`] they need only reach [`BlobStore::commit`],
+    /// which makes them durable. Returns the new length. An append at offset 0 creates the
+    /// upload's scratch space (there is no separate step: a session costs nothing until it
+    /// holds bytes); at a larger offset a missing upload is `NotFound`.
+    async fn append(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        body: ByteStream<'_>,
+        durability: Durability,
+    ) -> Result<u64>;
 
     /// Bytes an upload holds, or `NotFound`.
     async fn upload_len(&self, id: &UploadId) -> Result<u64>;

@@ -1,7 +1,7 @@
 //! An in-process blob store: the same contract as the filesystem store, for domain tests
 //! that want no disk.
 
-use crate::{BlobStore, ByteStream, Result, StoreError};
+use crate::{BlobStore, ByteStream, Durability, Result, StoreError};
 use async_trait::async_trait;
 use berth_oci::{Digest, UploadId};
 use bytes::Bytes;
@@ -68,12 +68,13 @@ impl BlobStore for MemoryStore {
             .collect())
     }
 
-    async fn begin(&self, id: &UploadId) -> Result<()> {
-        lock(&self.uploads).insert(id.clone(), Vec::new());
-        Ok(())
-    }
-
-    async fn append(&self, id: &UploadId, offset: u64, mut body: ByteStream<'_>) -> Result<u64> {
+    async fn append(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        mut body: ByteStream<'_>,
+        _: Durability,
+    ) -> Result<u64> {
         let actual = match self.upload_len(id).await {
             Err(StoreError::NotFound) if offset == 0 => 0,
             other => other?,

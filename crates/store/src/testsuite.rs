@@ -1,6 +1,7 @@
 //! The contract every [`BlobStore`] backend passes: one check per sentence of the trait's
 //! method docs. Backends call [`run`] from their own tests.
 
+use crate::Durability::{Durable, UntilCommit};
 use crate::{BlobStore, ByteStream, StoreError};
 use berth_oci::{Digest, UploadId};
 use bytes::Bytes;
@@ -37,19 +38,21 @@ pub async fn run(store: &dyn BlobStore) {
 
     // stat: absent blob is None; upload scratch space is never visible.
     assert_eq!(store.stat(&digest).await.expect("stat"), None);
-    store.begin(&id).await.expect("begin");
-    assert_eq!(store.upload_len(&id).await.expect("len"), 0);
+    assert!(matches!(
+        store.upload_len(&id).await,
+        Err(StoreError::NotFound)
+    ));
 
     // append: returns the new length; offsets beyond what is held are refused.
     assert_eq!(
         store
-            .append(&id, 0, body(&[b"hello, ", b"content"]))
+            .append(&id, 0, body(&[b"hello, ", b"content"]), Durable)
             .await
             .expect("append"),
         14
     );
     assert!(matches!(
-        store.append(&id, 20, body(&[b"x"])).await,
+        store.append(&id, 20, body(&[b"x"]), Durable).await,
         Err(StoreError::Offset {
             expected: 20,
             actual: 14
@@ -63,7 +66,7 @@ pub async fn run(store: &dyn BlobStore) {
 
     // append: all or nothing when the body fails.
     assert!(matches!(
-        store.append(&id, 14, failing(b"-garbage")).await,
+        store.append(&id, 14, failing(b"-garbage"), Durable).await,
         Err(StoreError::Body(_))
     ));
     assert_eq!(store.upload_len(&id).await.expect("len"), 14);
@@ -71,7 +74,7 @@ pub async fn run(store: &dyn BlobStore) {
     // append: bytes past the offset are discarded first.
     assert_eq!(
         store
-            .append(&id, 7, body(&[b"content-addressed world"]))
+            .append(&id, 7, body(&[b"content-addressed world"]), Durable)
             .await
             .expect("append"),
         30
@@ -104,9 +107,13 @@ pub async fn run(store: &dyn BlobStore) {
     // commit: bytes past `len` never become visible; fewer than `len` is refused.
     let id2: UploadId = "contract-upload-2".parse().expect("id");
     let short = Digest::sha256(b"hello");
-    store.begin(&id2).await.expect("begin");
     store
-        .append(&id2, 0, body(&[b"hello", b" plus bytes never recorded"]))
+        .append(
+            &id2,
+            0,
+            body(&[b"hello", b" plus bytes never recorded"]),
+            Durable,
+        )
         .await
         .expect("append");
     assert!(matches!(
@@ -121,8 +128,11 @@ pub async fn run(store: &dyn BlobStore) {
     store.delete(&short).await.expect("delete");
 
     // commit: an existing blob just drops the upload.
-    store.begin(&id).await.expect("begin");
-    store.append(&id, 0, body(&[data])).await.expect("append");
+    // (UntilCommit: bytes committed in the same breath need not be durable on their own.)
+    store
+        .append(&id, 0, body(&[data]), UntilCommit)
+        .await
+        .expect("append");
     assert_eq!(store.commit(&id, &digest, 30).await.expect("commit"), 30);
     assert!(matches!(
         store.upload_len(&id).await,
@@ -177,7 +187,6 @@ pub async fn run(store: &dyn BlobStore) {
         futures::stream::iter(v).boxed()
     };
     let id3: UploadId = "contract-upload-3".parse().expect("id");
-    store.begin(&id3).await.expect("begin");
     for (from, to) in [
         (0, 1_234_567),
         (1_234_567, 1_234_570),
@@ -185,14 +194,14 @@ pub async fn run(store: &dyn BlobStore) {
     ] {
         assert_eq!(
             store
-                .append(&id3, from as u64, frames(from, to, false))
+                .append(&id3, from as u64, frames(from, to, false), Durable)
                 .await
                 .expect("append"),
             to as u64
         );
         assert!(matches!(
             store
-                .append(&id3, to as u64, frames(0, 2_500_000, true))
+                .append(&id3, to as u64, frames(0, 2_500_000, true), Durable)
                 .await,
             Err(StoreError::Body(_))
         ));
@@ -211,7 +220,10 @@ pub async fn run(store: &dyn BlobStore) {
     store.abort(&id3).await.expect("abort");
 
     // abort: removes scratch space; absent upload is fine.
-    store.begin(&id).await.expect("begin");
+    store
+        .append(&id, 0, body(&[b"x"]), Durable)
+        .await
+        .expect("append");
     store.abort(&id).await.expect("abort");
     store.abort(&id).await.expect("abort again");
     assert!(matches!(
@@ -219,12 +231,15 @@ pub async fn run(store: &dyn BlobStore) {
         Err(StoreError::NotFound)
     ));
     assert!(matches!(
-        store.append(&id, 1, body(&[b"x"])).await,
+        store.append(&id, 1, body(&[b"x"]), Durable).await,
         Err(StoreError::NotFound)
     ));
     // append at offset 0 recreates scratch space a crash took before anything was stored.
     assert_eq!(
-        store.append(&id, 0, body(&[b"x"])).await.expect("append"),
+        store
+            .append(&id, 0, body(&[b"x"]), Durable)
+            .await
+            .expect("append"),
         1
     );
     assert_eq!(store.upload_len(&id).await.expect("len"), 1);

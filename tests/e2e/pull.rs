@@ -207,3 +207,62 @@ async fn hostile_paths_get_spec_errors() {
     // The server is still serving.
     assert_eq!(reg.get("/v2/").await.status(), StatusCode::OK);
 }
+
+/// Blob bodies leave by sendfile on HTTP/1 connections and as plain bytes on HTTP/2: the
+/// bytes must be the blob's either way, on kept-alive connections, one range after another,
+/// and after clients that hung up half way.
+#[tokio::test]
+async fn end_2_blob_bytes_over_http1_and_http2() {
+    use crate::e2e::harness::sha256;
+    use std::io::{Read, Write};
+
+    let reg = TestRegistry::spawn();
+    // Larger than one body chunk of the sendfile path (4 MiB), not a multiple of it.
+    let data = bytes(77, (9 << 20) + 12345);
+    let d = reg.push_blob("send/file", &data).await;
+    let path = format!("/v2/send/file/blobs/{d}");
+
+    // Clients that hang up after the headers or a few bytes.
+    for keep in [0usize, 100, 5 << 20] {
+        let mut s = std::net::TcpStream::connect(reg.addr.as_str()).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = vec![0u8; keep + 512];
+        let mut got = 0;
+        while got < keep + 1 {
+            let n = s.read(&mut buf[got..]).unwrap();
+            assert!(n > 0, "connection closed early");
+            got += n;
+        }
+    }
+
+    let h1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (client, version) in [
+        (&h1, reqwest::Version::HTTP_11),
+        (&h2, reqwest::Version::HTTP_2),
+    ] {
+        // One connection, requests in turn: whole, ranges across chunk borders, whole again.
+        for range in [
+            None,
+            Some((0, 0)),
+            Some(((4 << 20) - 3, (4 << 20) + 3)),
+            Some((1, data.len() - 2)),
+            None,
+        ] {
+            let mut req = client.get(reg.url(&path));
+            if let Some((a, b)) = range {
+                req = req.header("range", format!("bytes={a}-{b}"));
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.version(), version);
+            let body = r.bytes().await.unwrap();
+            match range {
+                None => assert_eq!(sha256(&body), d, "{version:?} whole"),
+                Some((a, b)) => assert!(body[..] == data[a..=b], "{version:?} {a}-{b}"),
+            }
+        }
+    }
+}

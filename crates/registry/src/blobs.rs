@@ -13,7 +13,14 @@ pub struct BlobBody {
     pub size: u64,
     /// The inclusive range being sent, when the client asked for one.
     pub range: Option<(u64, u64)>,
-    pub body: ByteStream<'static>,
+    pub body: Payload,
+}
+
+/// The bytes of a blob, as the store can give them.
+pub enum Payload {
+    Stream(ByteStream<'static>),
+    /// An open local file: the range to send is [`BlobBody::range`] (or all of it).
+    File(std::fs::File),
 }
 
 /// The outcome of a mount request.
@@ -48,21 +55,34 @@ impl Registry {
         }
     }
 
-    /// Opens a blob for reading, honouring a single `Range` header.
+    /// Opens a blob for reading, honouring a single `Range` header. With `file_ok` (the
+    /// caller can send a file itself) the store may answer with an open file.
     pub async fn read_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         range: Option<&str>,
+        file_ok: bool,
     ) -> Result<BlobBody> {
         let (size, range) = self.blob_range(repo, digest, range).await?;
-        let body = match self.blobs.read(digest, range).await {
-            Err(berth_store::StoreError::NotFound) => {
-                return Err(Error::Internal(format!(
-                    "blob {digest} is linked in {repo} but missing from the store"
-                )))
-            }
-            other => other?,
+        let missing = || {
+            Error::Internal(format!(
+                "blob {digest} is linked in {repo} but missing from the store"
+            ))
+        };
+        let file = match file_ok {
+            true => match self.blobs.open_file(digest, range).await {
+                Err(berth_store::StoreError::NotFound) => return Err(missing()),
+                other => other?,
+            },
+            false => None,
+        };
+        let body = match file {
+            Some(f) => Payload::File(f),
+            None => match self.blobs.read(digest, range).await {
+                Err(berth_store::StoreError::NotFound) => return Err(missing()),
+                other => Payload::Stream(other?),
+            },
         };
         Ok(BlobBody { size, range, body })
     }
@@ -100,7 +120,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::Mount;
+    use super::{Mount, Payload};
     use crate::testutil::registry;
     use crate::uploads::ChunkInfo;
     use berth_oci::{Digest, RepoName};
@@ -132,9 +152,17 @@ mod tests {
             reg.mount_blob(&b, &d, Some(&a)).await.unwrap(),
             Mount::Mounted { size: 10 }
         ));
-        let got = reg.read_blob(&b, &d, Some("bytes=2-4")).await.unwrap();
+        let got = reg
+            .read_blob(&b, &d, Some("bytes=2-4"), true)
+            .await
+            .unwrap();
         assert_eq!((got.size, got.range), (10, Some((2, 4))));
-        assert!(reg.read_blob(&b, &d, Some("bytes=10-")).await.is_err());
+        // The memory store keeps no files: a stream, even when a file would do.
+        assert!(matches!(got.body, Payload::Stream(_)));
+        assert!(reg
+            .read_blob(&b, &d, Some("bytes=10-"), true)
+            .await
+            .is_err());
         reg.delete_blob(&a, &d).await.unwrap();
         assert!(reg.delete_blob(&a, &d).await.is_err());
         assert_eq!(

@@ -4,13 +4,14 @@
 use crate::dispatch::{self, Route};
 use crate::error::{digest_error, ApiError};
 use crate::metrics::{self, InFlight, RouteLabel};
+use crate::sendfile::ConnInfo;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use axum::response::{IntoResponse, Response};
 use berth_oci::range::parse_content_range;
 use berth_oci::{media, Digest, ErrorCode, Reference, RepoName, UploadId};
-use berth_registry::blobs::Mount;
+use berth_registry::blobs::{Mount, Payload};
 use berth_registry::uploads::ChunkInfo;
 use berth_registry::{ByteStream, Registry};
 use futures::{StreamExt, TryStreamExt};
@@ -204,7 +205,13 @@ async fn route_request(reg: &Registry, route: Route, req: Request) -> Result {
         }
         // end-2
         (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
-            get_blob(reg, &repo, &d, req.headers(), head).await
+            // sendfile needs our own connection type and HTTP/1 (see `sendfile`).
+            let sender = req
+                .extensions()
+                .get::<ConnectInfo<ConnInfo>>()
+                .filter(|_| matches!(req.version(), Version::HTTP_10 | Version::HTTP_11))
+                .map(|c| c.0.clone());
+            get_blob(reg, &repo, &d, req.headers(), head, sender).await
         }
         // end-10
         (Route::Blob(repo, d), Method::DELETE) => {
@@ -247,14 +254,31 @@ async fn get_blob(
     d: &Digest,
     h: &HeaderMap,
     head: bool,
+    sender: Option<ConnInfo>,
 ) -> Result {
     let range_header = header_str(h, &header::RANGE);
     let (size, range, body) = if head {
         let (size, range) = reg.blob_range(repo, d, range_header).await?;
         (size, range, Body::empty())
     } else {
-        let b = reg.read_blob(repo, d, range_header).await?;
-        (b.size, b.range, Body::from_stream(b.body))
+        let b = reg
+            .read_blob(repo, d, range_header, sender.is_some())
+            .await?;
+        let body = match (b.body, sender) {
+            (Payload::File(f), Some(conn)) => {
+                let (start, end) = b.range.unwrap_or((0, b.size.saturating_sub(1)));
+                let len = if b.size == 0 { 0 } else { end - start + 1 };
+                conn.file_body(f, start, len)
+            }
+            (Payload::Stream(s), _) => Body::from_stream(s),
+            (Payload::File(_), None) => {
+                return Err(berth_registry::Error::Internal(
+                    "a file body with no way to send it".into(),
+                )
+                .into())
+            }
+        };
+        (b.size, b.range, body)
     };
     let mut r = Response::new(body);
     let hs = r.headers_mut();

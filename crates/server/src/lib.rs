@@ -6,12 +6,14 @@
 //! - [`handlers`]: one thin handler per endpoint.
 //! - [`error`]: the only mapping from errors to responses.
 //! - [`metrics`]: Prometheus metrics and the per-request log line.
+//! - [`sendfile`]: connections that send blob files with sendfile(2).
 
 pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod handlers;
 pub mod metrics;
+pub mod sendfile;
 
 use anyhow::Context;
 use axum::http::{HeaderName, HeaderValue};
@@ -87,11 +89,13 @@ pub async fn serve(
     let app = app(AppState { registry, metrics });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight requests");
-        let _ = stop_tx.send(());
-    });
+    let app = app.into_make_service_with_connect_info::<sendfile::ConnInfo>();
+    let server =
+        axum::serve(sendfile::SendfileListener(listener), app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = stop_tx.send(());
+        });
     let server = server.into_future();
     tokio::pin!(server);
     tokio::select! {

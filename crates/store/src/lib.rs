@@ -55,6 +55,20 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn read(&self, digest: &Digest, range: Option<(u64, u64)>)
         -> Result<ByteStream<'static>>;
 
+    /// The committed blob as an open local file, for a backend that keeps blobs in local
+    /// files, so that the server may hand it to the kernel (sendfile) instead of streaming it
+    /// through memory; the inclusive `range` (checked by the caller) says which part will be
+    /// read, so the backend may start reading it ahead. `None` for other backends (the
+    /// default). `NotFound` when absent.
+    async fn open_file(
+        &self,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+    ) -> Result<Option<std::fs::File>> {
+        let _ = (digest, range);
+        Ok(None)
+    }
+
     /// Stores small content (manifests) under its digest, which the caller has verified.
     /// Durable when it returns; idempotent when the blob exists.
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()>;

@@ -42,6 +42,20 @@ async fn end_7_end_3_push_and_pull_by_tag_and_digest() {
         header(&r, "location"),
         format!("/v2/team/app/manifests/{digest}")
     );
+
+    // A tag moved is seen moved at once, by GET and HEAD, however recently it was read.
+    let other = ImageBuilder::new(2).layers(1, 100).build();
+    let moved = reg.push_image("team/app", "v1", &other).await;
+    assert_ne!(moved, digest);
+    let r = reg.get("/v2/team/app/manifests/v1").await;
+    assert_eq!(header(&r, "docker-content-digest"), moved);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), other.manifest);
+    let r = reg
+        .req(Method::HEAD, "/v2/team/app/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "docker-content-digest"), moved);
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! - [`blobs`]: blob reads, deletes and cross-repository mounts.
 //! - [`manifests`]: manifest push (validation and reference checks), pull and delete.
 //! - [`listing`]: tags, catalog and referrers.
-//! - [`cache`]: a bounded cache of manifest bytes by digest.
+//! - [`cache`]: manifest bytes by digest, and what tags and digests resolve to.
 //! - [`error`]: the domain error, which knows its spec error code.
 
 use berth_meta::MetaStore;
@@ -59,6 +59,7 @@ pub struct Registry {
     opts: Arc<Options>,
     locks: Arc<uploads::UploadLocks>,
     manifests: Arc<cache::ManifestCache>,
+    resolved: Arc<cache::ResolveCache>,
     ids: Arc<ids::IdKey>,
 }
 
@@ -84,6 +85,7 @@ impl Registry {
             opts: Arc::new(opts),
             locks: Arc::default(),
             manifests,
+            resolved: Arc::default(),
             ids: Arc::new(ids),
         })
     }

@@ -91,7 +91,9 @@ impl Registry {
         };
         // Bytes first, durable, then the facts: a crash in between leaves only an orphan blob.
         self.blobs.put(&digest, body).await?;
-        match self.meta.put_manifest(&new).await? {
+        let put = self.meta.put_manifest(&new).await;
+        self.resolved.invalidate();
+        match put? {
             Ok(()) => Ok(Pushed { digest, subject: new.record.subject }),
             Err(PutRefusal::BlobUnknown(d)) => Err(Error::spec(ErrorCode::ManifestBlobUnknown, "manifest references a blob unknown to this repository")
                 .with_detail(serde_json::json!({ "digest": d }))),
@@ -115,8 +117,16 @@ impl Registry {
         reference: &Reference,
         accept: &[&str],
     ) -> Result<ManifestRecord> {
-        let Some(record) = self.meta.manifest(repo, reference).await? else {
-            return Err(self.missing(repo, reference).await);
+        let record = match self.resolved.get(repo, reference) {
+            Some(r) => r,
+            None => {
+                let generation = self.resolved.generation();
+                let Some(r) = self.meta.manifest(repo, reference).await? else {
+                    return Err(self.missing(repo, reference).await);
+                };
+                self.resolved.insert(repo, reference, r.clone(), generation);
+                r
+            }
         };
         if !media::accepts(accept, &record.media_type) {
             return Err(Error::spec(
@@ -159,9 +169,12 @@ impl Registry {
     /// Deletes a manifest by digest (with its tags) or just one tag.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         let deleted = match reference {
-            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await?,
-            Reference::Tag(t) => self.meta.delete_tag(repo, t).await?,
+            Reference::Digest(d) => self.meta.delete_manifest(repo, d).await,
+            Reference::Tag(t) => self.meta.delete_tag(repo, t).await,
         };
+        // Even after an error: the write may have committed before it was reported.
+        self.resolved.invalidate();
+        let deleted = deleted?;
         if deleted {
             Ok(())
         } else {

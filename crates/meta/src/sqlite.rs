@@ -558,6 +558,18 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn secret(&self, name: &str, candidate: &str) -> Result<String> {
+        // Read first: at every start but the first the secret exists, and a write would cost
+        // a transaction on the start-up path.
+        let stored = || async {
+            let row = sqlx::query(sql::SECRET)
+                .bind(name)
+                .fetch_optional(&self.reader)
+                .await?;
+            row.map(|r| r.try_get::<String, _>(0)).transpose()
+        };
+        if let Some(v) = stored().await? {
+            return Ok(v);
+        }
         let (n, v) = (name.to_owned(), candidate.to_owned());
         self.write(Statements::One, move |c| {
             Box::pin(async move {
@@ -571,11 +583,10 @@ impl MetaStore for SqliteMeta {
             })
         })
         .await?;
-        let row = sqlx::query(sql::SECRET)
-            .bind(name)
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(row.try_get(0)?)
+        // Another node may have stored its candidate first: that one is the secret.
+        stored().await?.ok_or_else(|| {
+            MetaError::Corrupt(format!("secret {name} vanished after it was stored"))
+        })
     }
 }
 

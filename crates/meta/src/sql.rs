@@ -53,9 +53,14 @@ pub const DELETE_TAGS_OF: &str = "DELETE FROM tags WHERE repo = $1 AND digest = 
 pub const DELETE_TAG: &str = "DELETE FROM tags WHERE repo = $1 AND name = $2";
 pub const REPO_EXISTS: &str = "SELECT 1 FROM repositories WHERE name = $1";
 
-/// Tags after `$2` (pass '' for the first page), at most `$3`.
-pub const TAGS: &str = "SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3";
-pub const REPOS: &str = "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2";
+/// Tags after `$2` (pass '' for the first page), at most `$3`, joined by commas in one row
+/// (NULL for none): tag and repository names cannot hold a comma, and one row crosses to
+/// the database thread once where ten thousand rows would cross ten thousand times.
+pub const TAGS: &str = "SELECT string_agg(name, ',' ORDER BY name) FROM \
+    (SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3) AS page";
+/// Repository names after `$1`, at most `$2`, joined as [`TAGS`] are.
+pub const REPOS: &str = "SELECT string_agg(name, ',' ORDER BY name) FROM \
+    (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) AS page";
 
 pub const UPLOAD: &str =
     "SELECT id, repo, offset_bytes, hash_state, created_at, updated_at, ended_at \

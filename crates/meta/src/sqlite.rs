@@ -155,6 +155,13 @@ fn manifest_row(row: &SqliteRow) -> Result<ManifestRecord> {
     })
 }
 
+/// The names a [`sql::TAGS`] or [`sql::REPOS`] row joined.
+fn split_names(joined: Option<String>) -> Vec<String> {
+    joined
+        .map(|j| j.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 fn upload_row(row: &SqliteRow) -> Result<UploadState> {
     if row.try_get::<Option<i64>, _>("ended_at")?.is_some() {
         return Ok(UploadState::Ended);
@@ -452,29 +459,22 @@ impl MetaStore for SqliteMeta {
         if exists.is_none() {
             return Ok(None);
         }
-        let rows = sqlx::query(sql::TAGS)
+        let row = sqlx::query(sql::TAGS)
             .bind(repo.as_str())
             .bind(page.after.unwrap_or(""))
             .bind(limit(&page))
-            .fetch_all(&self.reader)
+            .fetch_one(&self.reader)
             .await?;
-        Ok(Some(
-            rows.iter()
-                .map(|r| r.try_get(0))
-                .collect::<Result<_, _>>()?,
-        ))
+        Ok(Some(split_names(row.try_get(0)?)))
     }
 
     async fn repositories(&self, page: Page<'_>) -> Result<Vec<String>> {
-        let rows = sqlx::query(sql::REPOS)
+        let row = sqlx::query(sql::REPOS)
             .bind(page.after.unwrap_or(""))
             .bind(limit(&page))
-            .fetch_all(&self.reader)
+            .fetch_one(&self.reader)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?)
+        Ok(split_names(row.try_get(0)?))
     }
 
     async fn referrers(

@@ -28,6 +28,16 @@ enum Command {
         /// Log format: text or json.
         #[arg(long, value_parser = ["text", "json"])]
         log_format: Option<String>,
+        /// Users from this htpasswd file (bcrypt, `htpasswd -B`): authentication on, with the
+        /// default rules unless the configuration has its own.
+        #[arg(long)]
+        htpasswd: Option<PathBuf>,
+        /// TLS certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM); needs --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -39,7 +49,17 @@ fn main() {
             data,
             config,
             log_format,
-        } => serve(listen, data, config, log_format),
+            htpasswd,
+            tls_cert,
+            tls_key,
+        } => serve(Flags {
+            listen,
+            data,
+            config,
+            log_format,
+            htpasswd,
+            tls: tls_cert.zip(tls_key),
+        }),
     };
     if let Err(e) = result {
         eprintln!("berth: {e:#}");
@@ -47,23 +67,34 @@ fn main() {
     }
 }
 
-fn serve(
+/// `berth serve`'s options; each overrides the configuration file.
+struct Flags {
     listen: Option<String>,
     data: Option<PathBuf>,
     config: Option<PathBuf>,
     log_format: Option<String>,
-) -> anyhow::Result<()> {
-    let mut cfg = match &config {
+    htpasswd: Option<PathBuf>,
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+fn serve(flags: Flags) -> anyhow::Result<()> {
+    let mut cfg = match &flags.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if let Some(l) = listen {
+    if let Some(l) = flags.listen {
         cfg.server.listen = l;
     }
-    if let Some(d) = data {
+    if let Some(d) = flags.data {
         cfg.storage.path = d;
     }
-    if let Some(f) = log_format {
+    if let Some(h) = flags.htpasswd {
+        cfg.auth.htpasswd = Some(h);
+    }
+    if let Some((cert, key)) = flags.tls {
+        cfg.tls = Some(berth_server::config::TlsConfig { cert, key });
+    }
+    if let Some(f) = flags.log_format {
         cfg.log.format = if f == "json" {
             LogFormat::Json
         } else {
@@ -79,14 +110,19 @@ fn serve(
         let addr = cfg.listen_addr()?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
-        tracing::info!(
-            addr = %bound,
-            data = %cfg.storage.path.display(),
-            "serving; no authentication is configured: anyone who can reach this address may pull and push"
-        );
+        if cfg.auth.enabled() {
+            tracing::info!(addr = %bound, data = %cfg.storage.path.display(), "serving");
+        } else {
+            tracing::info!(
+                addr = %bound,
+                data = %cfg.storage.path.display(),
+                "serving; no authentication is configured: anyone who can reach this address may pull and push"
+            );
+        }
         // The first line on stdout is the bound address, printed once the server is ready:
         // tests that bind port 0 read it.
-        println!("berth listening on http://{bound}");
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        println!("berth listening on {scheme}://{bound}");
         berth_server::serve(&cfg, registry, listener, shutdown).await
     })
 }

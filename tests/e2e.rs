@@ -2,6 +2,7 @@
 //! One test binary with modules, so it links once. Test names carry the spec endpoint ids.
 
 mod e2e {
+    pub mod auth;
     pub mod cli;
     pub mod clients;
     pub mod harness;

@@ -16,6 +16,10 @@ pub struct TestRegistry {
     // Held so the directory outlives the process; None when the caller owns it.
     _dir: Option<tempfile::TempDir>,
     pub client: Client,
+    /// `http` or `https`, as the server announced itself.
+    pub scheme: String,
+    /// Basic credentials every request of [`TestRegistry::req`] carries.
+    pub basic: Option<(String, String)>,
 }
 
 impl TestRegistry {
@@ -30,12 +34,18 @@ impl TestRegistry {
 
     /// A registry on `data` with extra command-line arguments.
     pub fn spawn_with(data: &Path, args: &[&str]) -> TestRegistry {
+        std::fs::create_dir_all(data).expect("data dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.join("server.log"))
+            .expect("server log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start berth");
         let stdout = child.stdout.take().expect("stdout");
@@ -43,12 +53,9 @@ impl TestRegistry {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read first line");
-        let addr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .expect("address")
-            .to_owned();
+        let url = line.trim().rsplit(' ').next().expect("address");
+        let (scheme, addr) = url.split_once("://").expect("scheme://address");
+        let (scheme, addr) = (scheme.to_owned(), addr.to_owned());
         assert!(
             addr.starts_with("127.0.0.1:"),
             "unexpected first line {line:?}"
@@ -59,7 +66,14 @@ impl TestRegistry {
             data: data.to_path_buf(),
             _dir: None,
             client: Client::new(),
+            scheme,
+            basic: None,
         }
+    }
+
+    /// The server's log (its standard error).
+    pub fn log_path(&self) -> PathBuf {
+        self.data.join("server.log")
     }
 
     pub fn pid(&self) -> u32 {
@@ -79,11 +93,15 @@ impl TestRegistry {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.client.request(method, self.url(path))
+        let r = self.client.request(method, self.url(path));
+        match &self.basic {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Response {

@@ -1,6 +1,7 @@
 //! The registry domain: everything the distribution spec means, on top of a [`BlobStore`] and
 //! a [`MetaStore`], with no HTTP and no concrete backend.
 //!
+//! - [`access`]: the access policy: users, groups, rules, repository globs.
 //! - [`uploads`]: upload sessions, chunked and monolithic, with resumable hashing.
 //! - [`ids`]: signed upload ids, so that opening a session writes nothing.
 //! - [`blobs`]: blob reads, deletes and cross-repository mounts.
@@ -13,6 +14,7 @@ use berth_meta::MetaStore;
 use berth_store::BlobStore;
 use std::sync::Arc;
 
+pub mod access;
 pub mod blobs;
 pub mod cache;
 pub mod error;

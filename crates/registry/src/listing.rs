@@ -16,7 +16,14 @@ pub struct Listing {
     pub more: bool,
     /// The page size used, for the `Link` to the next page.
     pub n: u64,
+    /// Where the next page starts after (its `last`): the last name of this page, or, when
+    /// names were hidden from the caller, the last one looked at.
+    pub last: Option<String>,
 }
+
+/// Names a filtered catalog page looks at, at most, before it answers with what it found:
+/// a caller who may see few repositories among millions still gets an answer quickly.
+const SCAN_MAX: usize = 100_000;
 
 /// A referrer as the referrers index lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -53,20 +60,54 @@ impl Registry {
         Ok(cut(names, n))
     }
 
-    /// Repository names in lexical order after `last`, at most `n` (a default page when not
-    /// given, capped at the configured page limit).
-    pub async fn catalog(&self, n: Option<u64>, last: Option<&str>) -> Result<Listing> {
+    /// Repository names in lexical order after `last` that `visible` keeps, at most `n` (a
+    /// default page when not given, capped at the configured page limit).
+    pub async fn catalog(
+        &self,
+        n: Option<u64>,
+        last: Option<&str>,
+        visible: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Listing> {
         let n = n
             .unwrap_or(self.opts.default_catalog_page)
             .min(self.opts.max_page);
-        let names = self
-            .meta
-            .repositories(Page {
-                after: last,
-                limit: Some(n + 1),
-            })
-            .await?;
-        Ok(cut(names, Some(n)))
+        let batch = n + 1;
+        let mut kept = Vec::new();
+        let mut cursor = last.map(str::to_owned);
+        let mut scanned = 0usize;
+        loop {
+            let names = self
+                .meta
+                .repositories(Page {
+                    after: cursor.as_deref(),
+                    limit: Some(batch),
+                })
+                .await?;
+            let exhausted = (names.len() as u64) < batch;
+            scanned += names.len();
+            for name in names {
+                if kept.len() as u64 > n {
+                    break;
+                }
+                cursor = Some(name.clone());
+                if visible(&name) {
+                    kept.push(name);
+                }
+            }
+            if kept.len() as u64 > n || exhausted {
+                return Ok(cut(kept, Some(n)));
+            }
+            if scanned >= SCAN_MAX {
+                // Hidden names only so far: answer with what was found, and a `Link` that
+                // continues after the last name looked at.
+                return Ok(Listing {
+                    names: kept,
+                    more: true,
+                    n,
+                    last: cursor,
+                });
+            }
+        }
     }
 
     /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type. An
@@ -97,6 +138,7 @@ fn cut(mut names: Vec<String>, n: Option<u64>) -> Listing {
         Some(n) if names.len() as u64 > n => {
             names.truncate(n as usize);
             Listing {
+                last: names.last().cloned(),
                 names,
                 more: true,
                 n,
@@ -104,6 +146,7 @@ fn cut(mut names: Vec<String>, n: Option<u64>) -> Listing {
         }
         _ => Listing {
             n: n.unwrap_or(0),
+            last: names.last().cloned(),
             names,
             more: false,
         },

@@ -14,6 +14,108 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
+    pub tls: Option<TlsConfig>,
+}
+
+/// Authentication and access rules. Off (everybody may do everything) until users exist:
+/// an htpasswd file, or a trusted external token issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Users and their bcrypt password hashes, as `htpasswd -B` writes them. Re-read when it
+    /// changes.
+    pub htpasswd: Option<PathBuf>,
+    /// With the default rules (no `rules` given): anonymous callers may pull everything.
+    pub anonymous_pull: bool,
+    /// The service name in challenges and the audience of the tokens Berth issues.
+    pub service: String,
+    /// The token endpoint's URL in challenges; default: this server's `/token`, as the
+    /// client addressed it.
+    pub realm: Option<String>,
+    /// Lifetime of an access token, in seconds.
+    pub token_ttl_secs: u64,
+    /// Lifetime of a refresh token (`offline_token=true`), in seconds.
+    pub refresh_ttl_secs: u64,
+    /// PKCS#8 PEM file of the Ed25519 key tokens are signed with; default
+    /// `<storage.path>/token-key.pem`, made at the first start.
+    pub token_key: Option<PathBuf>,
+    /// Failed logins allowed per client address (and twice that per user name) in a burst
+    /// before further attempts get 429; one more is allowed every `login_refill_secs`.
+    pub login_burst: u32,
+    pub login_refill_secs: u64,
+    /// Users and groups that may use Berth's own administration API.
+    pub admins: Vec<String>,
+    pub admin_groups: Vec<String>,
+    /// Groups: name → member user names.
+    pub groups: std::collections::HashMap<String, Vec<String>>,
+    /// Access rules; when none are given, every authenticated user may pull, push and
+    /// delete everything (and is an admin).
+    pub rules: Vec<RuleConfig>,
+    /// External token issuers whose tokens are accepted.
+    pub issuers: Vec<IssuerConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            htpasswd: None,
+            anonymous_pull: false,
+            service: "berth".into(),
+            realm: None,
+            token_ttl_secs: 300,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            token_key: None,
+            login_burst: 10,
+            login_refill_secs: 6,
+            admins: Vec::new(),
+            admin_groups: Vec::new(),
+            groups: Default::default(),
+            rules: Vec::new(),
+            issuers: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether any caller can authenticate, which turns access control on.
+    pub fn enabled(&self) -> bool {
+        self.htpasswd.is_some() || !self.issuers.is_empty()
+    }
+}
+
+/// One access rule: these callers may do these actions to the repositories these globs
+/// match.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleConfig {
+    pub anonymous: bool,
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+    pub repositories: Vec<String>,
+    pub actions: Vec<String>,
+}
+
+/// A token issuer trusted besides Berth itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// The `aud` its tokens must carry.
+    pub audience: String,
+    /// A PEM public key (EC P-256, Ed25519 or RSA)...
+    pub public_key: Option<PathBuf>,
+    /// ...or a JWKS file.
+    pub jwks: Option<PathBuf>,
+}
+
+/// TLS: the certificate chain and key, PEM, re-read when either file changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,6 +246,24 @@ impl Config {
         if self.limits.upload_expiry_secs == 0 {
             bail!("limits.upload_expiry_secs must be positive");
         }
+        for rule in &self.auth.rules {
+            for a in &rule.actions {
+                if a != "*" && berth_registry::access::Action::parse(a).is_none() {
+                    bail!("auth.rules: unknown action {a:?} (pull, push, delete or *)");
+                }
+            }
+        }
+        for i in &self.auth.issuers {
+            if i.public_key.is_some() == i.jwks.is_some() {
+                bail!(
+                    "auth.issuers: {:?} needs exactly one of public_key and jwks",
+                    i.issuer
+                );
+            }
+        }
+        if self.auth.token_ttl_secs == 0 || self.auth.login_refill_secs == 0 {
+            bail!("auth.token_ttl_secs and auth.login_refill_secs must be positive");
+        }
         let url = self.database_url();
         if !url.starts_with("sqlite:") {
             bail!("database.url {url:?} is not supported: use sqlite://PATH");
@@ -191,6 +311,10 @@ mod tests {
         assert_eq!(c.limits.max_manifest_bytes, d.limits.max_manifest_bytes);
         assert_eq!(c.storage.path, d.storage.path);
         assert_eq!(c.limits.manifest_cache_bytes, d.limits.manifest_cache_bytes);
+        assert_eq!(c.auth.service, d.auth.service);
+        assert_eq!(c.auth.token_ttl_secs, d.auth.token_ttl_secs);
+        assert_eq!(c.auth.login_burst, d.auth.login_burst);
+        assert!(!c.auth.enabled() && c.tls.is_none());
     }
 
     #[test]
@@ -200,6 +324,9 @@ mod tests {
         assert!(Config::parse("[storage]\ntype = \"tape\"").is_err());
         assert!(Config::parse("[database]\nurl = \"mysql://x\"").is_err());
         assert!(Config::parse("[limits]\nmax_page = 0").is_err());
+        assert!(Config::parse("[[auth.rules]]\nactions = [\"fly\"]").is_err());
+        assert!(Config::parse("[[auth.issuers]]\nissuer = \"x\"\naudience = \"y\"").is_err());
+        assert!(Config::parse("[tls]\ncert = \"c\"").is_err());
         assert!(Config::parse("").is_ok());
     }
 }

@@ -3,28 +3,42 @@
 //! carry. Internal failures are logged in full and answered without their details.
 
 use crate::dispatch::RouteError;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{DigestError, ErrorCode};
 use berth_registry::Error;
 
-/// An error on its way to the client.
+/// An error on its way to the client, with the headers it needs (a challenge on 401,
+/// `Retry-After` on 429).
 #[derive(Debug)]
-pub struct ApiError(pub Error);
+pub struct ApiError {
+    pub error: Error,
+    /// Few and rare: a list, not a `HeaderMap`, keeps every `Result` small.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
 
 impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        ApiError(e)
+    fn from(error: Error) -> Self {
+        ApiError {
+            error,
+            headers: Vec::new(),
+        }
     }
 }
 
 impl ApiError {
     pub fn spec(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError(Error::spec(code, message))
+        Error::spec(code, message).into()
     }
 
     pub fn status(code: ErrorCode, status: u16, message: impl Into<String>) -> ApiError {
-        ApiError(Error::spec(code, message).with_status(status))
+        Error::spec(code, message).with_status(status).into()
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> ApiError {
+        self.headers.retain(|(n, _)| n != name);
+        self.headers.push((name, value));
+        self
     }
 }
 
@@ -38,7 +52,7 @@ impl From<RouteError> for ApiError {
             RouteError::Digest(e) => digest_error(e),
             RouteError::Reference(berth_oci::NameError::Digest(e)) => digest_error(e),
             RouteError::Reference(e) => ApiError::spec(ErrorCode::ManifestInvalid, e.to_string()),
-            RouteError::Upload => ApiError(Error::upload_unknown()),
+            RouteError::Upload => Error::upload_unknown().into(),
         }
     }
 }
@@ -70,43 +84,50 @@ fn json(status: u16, text: String) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match self.0 {
-            Error::Spec {
-                code,
-                status,
-                message,
-                detail,
-            } => json(status, body(code, &message, detail)),
-            Error::ChunkOutOfOrder { repo, id, offset } => {
-                let text = body(
-                    ErrorCode::BlobUploadInvalid,
-                    &format!("chunk does not start at the upload's offset {offset}"),
-                    Some(serde_json::json!({ "offset": offset })),
-                );
-                let mut r = json(416, text);
-                crate::handlers::upload_headers(r.headers_mut(), &repo, &id, offset);
-                r
+        let mut r = response(self.error);
+        for (name, value) in self.headers {
+            r.headers_mut().insert(name, value);
+        }
+        r
+    }
+}
+
+fn response(error: Error) -> Response {
+    match error {
+        Error::Spec {
+            code,
+            status,
+            message,
+            detail,
+        } => json(status, body(code, &message, detail)),
+        Error::ChunkOutOfOrder { repo, id, offset } => {
+            let text = body(
+                ErrorCode::BlobUploadInvalid,
+                &format!("chunk does not start at the upload's offset {offset}"),
+                Some(serde_json::json!({ "offset": offset })),
+            );
+            let mut r = json(416, text);
+            crate::handlers::upload_headers(r.headers_mut(), &repo, &id, offset);
+            r
+        }
+        Error::RangeNotSatisfiable { size } => {
+            let text = body(
+                ErrorCode::SizeInvalid,
+                &format!("requested range not satisfiable for a blob of {size} bytes"),
+                Some(serde_json::json!({ "size": size })),
+            );
+            let mut r = json(416, text);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-            Error::RangeNotSatisfiable { size } => {
-                let text = body(
-                    ErrorCode::SizeInvalid,
-                    &format!("requested range not satisfiable for a blob of {size} bytes"),
-                    Some(serde_json::json!({ "size": size })),
-                );
-                let mut r = json(416, text);
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                    r.headers_mut().insert(header::CONTENT_RANGE, v);
-                }
-                r
-            }
-            Error::Internal(msg) => {
-                tracing::error!(error = %msg, "internal error");
-                json(
-                    500,
-                    r#"{"errors":[{"code":"UNKNOWN","message":"internal server error"}]}"#
-                        .to_owned(),
-                )
-            }
+            r
+        }
+        Error::Internal(msg) => {
+            tracing::error!(error = %msg, "internal error");
+            json(
+                500,
+                r#"{"errors":[{"code":"UNKNOWN","message":"internal server error"}]}"#.to_owned(),
+            )
         }
     }
 }

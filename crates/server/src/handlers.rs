@@ -1,6 +1,7 @@
 //! Request handlers: each extracts its arguments, calls one `Registry` method and builds the
 //! response headers. Logic belongs in the domain, not here.
 
+use crate::auth::{self, Auth, Caller};
 use crate::dispatch::{self, Route};
 use crate::error::{digest_error, ApiError};
 use crate::metrics::{self, InFlight, RouteLabel};
@@ -11,17 +12,27 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode,
 use axum::response::{IntoResponse, Response};
 use berth_oci::range::parse_content_range;
 use berth_oci::{media, Digest, ErrorCode, Reference, RepoName, UploadId};
+use berth_registry::access::Action;
 use berth_registry::blobs::{Mount, Payload};
 use berth_registry::uploads::ChunkInfo;
 use berth_registry::{ByteStream, Registry};
 use futures::{StreamExt, TryStreamExt};
 use http_body_util::BodyExt;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
     pub metrics: Option<PrometheusHandle>,
+    pub auth: Arc<Auth>,
+}
+
+/// Who is asking, for the handlers whose answer depends on it (catalog, mounts).
+pub struct Access<'a> {
+    pub auth: &'a Auth,
+    pub caller: &'a Caller,
 }
 
 type Result<T = Response, E = ApiError> = std::result::Result<T, E>;
@@ -169,17 +180,81 @@ fn digest_param(q: &Query) -> Result<Option<Digest>> {
 pub async fn v2(State(app): State<AppState>, req: Request) -> Response {
     let (label, result) = match dispatch::parse(req.uri().path()) {
         Err(e) => ("invalid", Err(ApiError::from(e))),
-        Ok(route) => (
-            route.label(),
-            route_request(&app.registry, route, req).await,
-        ),
+        Ok(route) => {
+            let label = route.label();
+            let admitted = if app.auth.is_on() {
+                let (peer, base) = (peer(&req), base_url(&req));
+                let need = auth::need(&route, req.method());
+                admit(&app.auth, &need, req.headers(), peer, &base).await
+            } else {
+                Ok(Caller::anonymous())
+            };
+            match admitted {
+                Ok(caller) => {
+                    let access = Access {
+                        auth: &app.auth,
+                        caller: &caller,
+                    };
+                    (
+                        label,
+                        route_request(&app.registry, route, req, &access).await,
+                    )
+                }
+                Err(e) => (label, Err(e)),
+            }
+        }
     };
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(RouteLabel(label));
     response
 }
 
-async fn route_request(reg: &Registry, route: Route, req: Request) -> Result {
+/// The caller who sent `headers`, if they may do what the request needs. (Parts of the
+/// request, not the request: its body is not `Sync`, and this awaits.)
+async fn admit(
+    auth: &Auth,
+    need: &auth::Need,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    base: &str,
+) -> Result<Caller> {
+    let caller = auth
+        .caller(headers, peer)
+        .await
+        .map_err(|e| auth.challenge(e, base))?;
+    auth.check(&caller, need, base)?;
+    Ok(caller)
+}
+
+/// The client's address.
+pub fn peer(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<ConnInfo>>()
+        .map(|c| c.0.remote.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+/// This server as the client addressed it (`http://host:port`), for the token realm.
+pub fn base_url(req: &Request) -> String {
+    let tls = req
+        .extensions()
+        .get::<ConnectInfo<ConnInfo>>()
+        .is_some_and(|c| c.0.tls);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    format!("{}://{host}", if tls { "https" } else { "http" })
+}
+
+async fn route_request(reg: &Registry, route: Route, req: Request, access: &Access<'_>) -> Result {
     let method = req.method().clone();
     let head = method == Method::HEAD;
     // Borrows of the request must not live across awaits (its body is not Sync).
@@ -189,7 +264,7 @@ async fn route_request(reg: &Registry, route: Route, req: Request) -> Result {
         (Route::Base, Method::GET | Method::HEAD) => {
             Ok(json_response(&serde_json::json!({}), "application/json"))
         }
-        (Route::Catalog, Method::GET) => catalog(reg, &q).await,
+        (Route::Catalog, Method::GET) => catalog(reg, &q, access).await,
         // end-8a, end-8b
         (Route::Tags(repo), Method::GET) => list_tags(reg, &repo, &q).await,
         // end-3
@@ -209,6 +284,7 @@ async fn route_request(reg: &Registry, route: Route, req: Request) -> Result {
             let sender = req
                 .extensions()
                 .get::<ConnectInfo<ConnInfo>>()
+                .filter(|c| c.0.can_send_files())
                 .filter(|_| matches!(req.version(), Version::HTTP_10 | Version::HTTP_11))
                 .map(|c| c.0.clone());
             get_blob(reg, &repo, &d, req.headers(), head, sender).await
@@ -222,7 +298,7 @@ async fn route_request(reg: &Registry, route: Route, req: Request) -> Result {
             Ok(r)
         }
         // end-4a, end-4b, end-11
-        (Route::UploadStart(repo), Method::POST) => start_upload(reg, &repo, &q, req).await,
+        (Route::UploadStart(repo), Method::POST) => start_upload(reg, &repo, &q, req, access).await,
         // end-5
         (Route::Upload(repo, id), Method::PATCH) => patch_upload(reg, &repo, &id, req).await,
         // end-6
@@ -268,7 +344,11 @@ async fn get_blob(
             (Payload::File(f), Some(conn)) => {
                 let (start, end) = b.range.unwrap_or((0, b.size.saturating_sub(1)));
                 let len = if b.size == 0 { 0 } else { end - start + 1 };
-                conn.file_body(f, start, len)
+                conn.file_body(f, start, len).ok_or_else(|| {
+                    ApiError::from(berth_registry::Error::Internal(
+                        "a file body on a connection that cannot send files".into(),
+                    ))
+                })?
             }
             (Payload::Stream(s), _) => Body::from_stream(s),
             (Payload::File(_), None) => {
@@ -374,7 +454,13 @@ async fn put_manifest(reg: &Registry, repo: &RepoName, r: &Reference, req: Reque
     Ok(resp)
 }
 
-async fn start_upload(reg: &Registry, repo: &RepoName, q: &Query, req: Request) -> Result {
+async fn start_upload(
+    reg: &Registry,
+    repo: &RepoName,
+    q: &Query,
+    req: Request,
+    access: &Access<'_>,
+) -> Result {
     if let Some(mount) = q.one("mount", ErrorCode::DigestInvalid)? {
         let digest: Digest = mount.parse().map_err(digest_error)?;
         let from = q
@@ -383,7 +469,14 @@ async fn start_upload(reg: &Registry, repo: &RepoName, q: &Query, req: Request) 
                 f.parse::<RepoName>()
                     .map_err(|e| ApiError::spec(ErrorCode::NameInvalid, e.to_string()))
             })
-            .transpose()?;
+            .transpose()?
+            // A source the caller may not pull from is no source: a plain upload follows.
+            .filter(|f| {
+                access
+                    .auth
+                    .allowed(access.caller, f.as_str())
+                    .has(Action::Pull)
+            });
         return match reg.mount_blob(repo, &digest, from.as_ref()).await? {
             Mount::Mounted { .. } => Ok(blob_created(repo, &digest)),
             Mount::Upload(rec) => {
@@ -452,7 +545,7 @@ async fn drain(mut body: Body) {
 
 /// `Link: <…?n=N&last=L>; rel="next"` when a page was cut.
 fn next_link(r: &mut Response, base: &str, listing: &berth_registry::listing::Listing) {
-    if let (true, Some(last)) = (listing.more, listing.names.last()) {
+    if let (true, Some(last)) = (listing.more, &listing.last) {
         let last: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
         r.headers_mut().insert(
             header::LINK,
@@ -476,9 +569,14 @@ async fn list_tags(reg: &Registry, repo: &RepoName, q: &Query) -> Result {
     Ok(r)
 }
 
-async fn catalog(reg: &Registry, q: &Query) -> Result {
+async fn catalog(reg: &Registry, q: &Query, access: &Access<'_>) -> Result {
+    let visible = |name: &str| access.auth.allowed(access.caller, name).has(Action::Pull);
     let listing = reg
-        .catalog(q.number("n")?, q.one("last", ErrorCode::Unsupported)?)
+        .catalog(
+            q.number("n")?,
+            q.one("last", ErrorCode::Unsupported)?,
+            &visible,
+        )
         .await?;
     let mut r = json_response(
         &serde_json::json!({ "repositories": listing.names }),
@@ -500,6 +598,33 @@ async fn referrers(reg: &Registry, repo: &RepoName, subject: &Digest, q: &Query)
         );
     }
     Ok(r)
+}
+
+/// `GET /token`, `POST /token`: the token endpoint of the Docker token flow.
+pub async fn token(State(app): State<AppState>, req: Request) -> Response {
+    let (method, headers) = (req.method().clone(), req.headers().clone());
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let peer = peer(&req);
+    let form = if method == Method::POST {
+        // An OAuth2 form is a few hundred bytes; anything far larger is not one.
+        match axum::body::to_bytes(req.into_body(), 64 << 10).await {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(_) => {
+                return ApiError::spec(ErrorCode::SizeInvalid, "token request body too large")
+                    .into_response()
+            }
+        }
+    } else {
+        String::new()
+    };
+    match app
+        .auth
+        .token_endpoint(&method, &headers, &query, &form, peer)
+        .await
+    {
+        Ok(body) => json_response(&body, "application/json"),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -1,19 +1,23 @@
 //! The HTTP front of the registry. It parses requests, calls the domain, and writes
 //! responses; it picks the storage backends from the configuration.
 //!
+//! - [`auth`]: who the caller is and what they may do; the token endpoint.
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`dispatch`]: the `/v2/` path parser (repository names contain `/`).
 //! - [`handlers`]: one thin handler per endpoint.
 //! - [`error`]: the only mapping from errors to responses.
 //! - [`metrics`]: Prometheus metrics and the per-request log line.
 //! - [`sendfile`]: connections that send blob files with sendfile(2).
+//! - [`tls`]: TLS connections, with certificates reloaded when their files change.
 
+pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod handlers;
 pub mod metrics;
 pub mod sendfile;
+pub mod tls;
 
 use anyhow::Context;
 use axum::http::{HeaderName, HeaderValue};
@@ -63,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/", any(handlers::v2))
         .route("/v2/{*rest}", any(handlers::v2))
         .route("/metrics", get(handlers::metrics_page))
+        .route("/token", get(handlers::token).post(handlers::token))
         .with_state(state)
         .layer(axum::middleware::from_fn(
             |req, next: axum::middleware::Next| async move {
@@ -86,16 +91,45 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = metrics::install().ok();
-    let app = app(AppState { registry, metrics });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let auth = Arc::new(auth::Auth::from_config(config)?);
+    if auth.is_on() {
+        tracing::info!("authentication on: token endpoint at /token");
+    }
+    let app = app(AppState {
+        registry,
+        metrics,
+        auth,
+    });
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
+    match &config.tls {
+        Some(tls) => {
+            let listener = tls::TlsListener::start(listener, tls.cert.clone(), tls.key.clone())?;
+            tracing::info!("TLS on, certificate {}", tls.cert.display());
+            serve_on(listener, app, grace, shutdown).await
+        }
+        None => serve_on(sendfile::SendfileListener(listener), app, grace, shutdown).await,
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown`, then drains for at most `grace`.
+async fn serve_on<L>(
+    listener: L,
+    app: Router,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    for<'a> sendfile::ConnInfo:
+        axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = app.into_make_service_with_connect_info::<sendfile::ConnInfo>();
-    let server =
-        axum::serve(sendfile::SendfileListener(listener), app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
-            let _ = stop_tx.send(());
-        });
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(());
+    });
     let server = server.into_future();
     tokio::pin!(server);
     tokio::select! {

@@ -209,23 +209,40 @@ impl AsyncWrite for Conn {
 #[derive(Clone)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
-    pending: Arc<Pending>,
+    /// The connection is TLS (no sendfile there).
+    pub tls: bool,
+    pending: Option<Arc<Pending>>,
 }
 
 impl Connected<IncomingStream<'_, SendfileListener>> for ConnInfo {
     fn connect_info(stream: IncomingStream<'_, SendfileListener>) -> ConnInfo {
         ConnInfo {
             remote: *stream.remote_addr(),
-            pending: Arc::clone(&stream.io().pending),
+            tls: false,
+            pending: Some(Arc::clone(&stream.io().pending)),
         }
     }
 }
 
 impl ConnInfo {
+    /// A connection that cannot send files (TLS).
+    pub fn without_sendfile(remote: SocketAddr) -> ConnInfo {
+        ConnInfo {
+            remote,
+            tls: true,
+            pending: None,
+        }
+    }
+
+    /// Whether [`ConnInfo::file_body`] may be used on this connection.
+    pub fn can_send_files(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// A response body of `len` bytes of `file` from `offset`, sent by sendfile. Only for a
-    /// response on this connection, over HTTP/1.
-    pub fn file_body(&self, file: File, offset: u64, len: u64) -> axum::body::Body {
-        let pending = Arc::clone(&self.pending);
+    /// response on this connection, over HTTP/1, when [`ConnInfo::can_send_files`].
+    pub fn file_body(&self, file: File, offset: u64, len: u64) -> Option<axum::body::Body> {
+        let pending = Arc::clone(self.pending.as_ref()?);
         let file = Arc::new(file);
         let marks = futures::stream::unfold((offset, len), move |(offset, left)| {
             let pending = Arc::clone(&pending);
@@ -248,6 +265,6 @@ impl ConnInfo {
                 Some((mark, (offset + n as u64, left - n as u64)))
             }
         });
-        axum::body::Body::from_stream(marks)
+        Some(axum::body::Body::from_stream(marks))
     }
 }

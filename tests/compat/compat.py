@@ -7,7 +7,12 @@ different client (another tool, or this script's own HTTP client, which verifies
 it fetches against its digest) pulls back with the same manifest digest and the same layer
 digests.
 
-    python3 tests/compat/compat.py [--berth PATH] [--only NAME,...] [--keep]
+    python3 tests/compat/compat.py [--berth PATH] [--only NAME,...] [--mode MODE] [--keep]
+
+Every scenario runs twice by default (`--mode both`): against a Berth open to anyone, then
+against one with authentication (one user, made with `htpasswd -B`), where each client is
+given the credentials its own way and goes through Berth's token flow; names of the second
+run end in `[auth]`.
 
 `--berth` defaults to target/debug/berth, the binary `cargo test` has just built. `--only`
 takes scenario names or their client prefix (`--only skopeo,oras-chunked`). `--keep` keeps
@@ -20,23 +25,24 @@ elsewhere (`SKIP name: ...` naming the package to install), so a contributor wit
 can still run the rest; `--require-all` makes a missing client a failure anywhere.
 
 Clients covered (Debian bookworm packages unless said otherwise):
-  skopeo      oci:, oci-archive:, dir:, docker-archive: in and out; gzip and zstd layers;
+  skopeo      login/logout; oci:, oci-archive:, dir:, docker-archive: in and out; gzip and zstd layers;
               --preserve-digests; inspect (raw, config); list-tags; delete; copy --all of a
               two-platform index; cross-repository mount
   podman, buildah
               build FROM scratch and two images FROM it; push as OCI and Docker v2s2; pull
               back; the shared base layer is one blob on the server's disk; manifest
               create/add/push --all; pull of one platform; login/logout; search (_catalog)
-  containerd  a private containerd driven by ctr: pull, push, an index with
+  containerd  a private containerd driven by ctr (--user with authentication): pull, push, an index with
               --all-platforms, import of a docker-archive with uncompressed layers
   umoci       an image built with umoci, pushed by skopeo, pulled by ctr
-  docker      the CLI alone (no engine): manifest inspect/create/push --insecure
+  docker      the CLI alone (no engine): login, manifest inspect/create/push --insecure
   oras        the `oras` PyPI package: an artifact with subject and artifactType found
               through the referrers API (with the artifactType filter), and a 12 MiB blob
               pushed in chunks
 
 What it needs (Debian bookworm, as root; CI installs the same):
-    apt-get install -y --no-install-recommends skopeo podman buildah containerd umoci docker.io
+    apt-get install -y --no-install-recommends skopeo podman buildah containerd umoci docker.io \
+        apache2-utils
     pip install oras==0.2.43
 docker.io is only there for its docker CLI (20.10); no Docker engine is started. If another
 docker CLI is on PATH too (this machine kind ships 28.x in /usr/local/bin), both are tested.
@@ -104,7 +110,11 @@ INSTALL = {
     "umoci": "Debian package umoci",
     "docker": "Debian package docker.io (only its docker CLI is used)",
     "oras": "PyPI package oras",
+    "htpasswd": "Debian package apache2-utils",
 }
+
+# The user of the authenticated run.
+USER, PASSWORD = "compat", "compat-Pa55word"
 
 
 # ---------------------------------------------------------------------------------------
@@ -372,11 +382,17 @@ class Manifest:
 
 
 class Registry:
-    def __init__(self, host):
+    def __init__(self, host, creds=None):
         self.base = f"http://{host}"
+        # Basic credentials go straight to /v2/ (Berth takes them as well as tokens).
+        self.auth = ("Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+                     if creds else None)
 
     def request(self, method, path, *, headers=None, data=None):
-        req = urllib.request.Request(self.base + path, method=method, headers=headers or {},
+        headers = dict(headers or {})
+        if self.auth:
+            headers.setdefault("Authorization", self.auth)
+        req = urllib.request.Request(self.base + path, method=method, headers=headers,
                                      data=data)
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
@@ -458,12 +474,13 @@ def stop_daemon(proc, name):
 class Berth:
     """`berth serve` on a free loopback port, logging JSON lines to berth.log."""
 
-    def __init__(self, binary, workdir):
+    def __init__(self, binary, workdir, htpasswd=None):
         self.data = Path(workdir) / "berth-data"
         self.log_path = Path(workdir) / "berth.log"
+        auth = ["--htpasswd", htpasswd] if htpasswd else []
         self.proc = start_daemon(
             [binary, "serve", "--listen", "127.0.0.1:0", "--data", self.data,
-             "--log-format", "json"], self.log_path, stdout=subprocess.PIPE)
+             "--log-format", "json", *auth], self.log_path, stdout=subprocess.PIPE)
         # The first stdout line is `berth listening on http://127.0.0.1:PORT`.
         ready, _, _ = select.select([self.proc.stdout], [], [], 20)
         line = self.proc.stdout.readline().decode().strip() if ready else ""
@@ -565,20 +582,48 @@ class Containerd:
 
 
 class Suite:
-    def __init__(self, berth_binary, root):
+    """One Berth for every scenario. With `auth`, Berth has one user (made with htpasswd -B)
+    and lets nobody else in; every client is given the credentials its own way: the
+    containers auth file (skopeo, podman, buildah), `ctr --user`, the docker config file, an
+    oras login, Basic credentials for this script's own HTTP client."""
+
+    def __init__(self, berth_binary, root, auth=False):
         self.root = Path(root)
-        self.berth = Berth(berth_binary, self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.authenticated = auth
+        htpasswd = None
+        if auth:
+            htpasswd = self.root / "htpasswd"
+            run(["htpasswd", "-B", "-b", "-c", htpasswd, USER, PASSWORD])
+        self.berth = Berth(berth_binary, self.root, htpasswd)
         self.host = self.berth.host
-        self.reg = Registry(self.host)
+        self.reg = Registry(self.host, (USER, PASSWORD) if auth else None)
+        self.ctr_user = ["--user", f"{USER}:{PASSWORD}"] if auth else []
         self._containerd = None
         # podman and buildah read this instead of the host's registries.conf: plain HTTP to
         # Berth, and no other registry to fall back on. Credentials go to a temp file too.
         conf = self.root / "registries.conf"
         conf.write_text(f'unqualified-search-registries = []\n\n[[registry]]\n'
                         f'location = "{self.host}"\ninsecure = true\n')
+        auth_file = self.root / "auth.json"
+        auth_file.write_text(self.auth_json())
         self.env = dict(os.environ, CONTAINERS_REGISTRIES_CONF=str(conf),
-                        REGISTRY_AUTH_FILE=str(self.root / "auth.json"))
+                        REGISTRY_AUTH_FILE=str(auth_file))
         self.tmp = None
+
+    def auth_json(self):
+        """A containers or docker auth file: logged in to Berth in the authenticated run."""
+        if not self.authenticated:
+            return '{"auths": {}}'
+        token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        return json.dumps({"auths": {self.host: {"auth": token}}})
+
+    def docker_env(self):
+        """DOCKER_CONFIG for the docker CLI, with the credentials in the authenticated run."""
+        d = self.tmp / "docker-config"
+        d.mkdir(exist_ok=True)
+        (d / "config.json").write_text(self.auth_json())
+        return dict(os.environ, DOCKER_CONFIG=str(d))
 
     def start_scenario(self, name):
         self.tmp = self.root / name
@@ -626,7 +671,7 @@ class Containers:
         # podman refuses a runroot path longer than 50 characters.
         self.runroot = Path(tempfile.mkdtemp(prefix="run-", dir=s.root))
         self.auth = d / "auth.json"
-        self.auth.write_text('{"auths": {}}')
+        self.auth.write_text(s.auth_json())
         self.env = dict(s.env, STORAGE_DRIVER="vfs", BUILDAH_ISOLATION="chroot",
                         REGISTRY_AUTH_FILE=str(self.auth))
         self.storage = ["--root", self.root, "--runroot", self.runroot, "--storage-driver", "vfs"]
@@ -963,19 +1008,26 @@ def podman_manifest(s):
 
 @scenario("podman-login", needs=["podman", "skopeo"])
 def podman_login(s):
-    """Berth has no authentication: `/v2/` answers 200 to anyone, so podman login succeeds
-    with any credentials (as against Distribution without auth), stores them, and they are
-    never sent since Berth never challenges. logout removes them."""
+    """podman login stores credentials and logout removes them. Without authentication,
+    `/v2/` answers 200 to anyone, so any credentials are accepted (as Distribution without
+    auth does) and never sent. With it, a wrong password is refused, the right one works,
+    pulls and pushes go through the token flow, and after logout podman is refused."""
     c = Containers(s, "podman")
-    out = c.podman("login", "--username", "compat", "--password", "secret", s.host)
+    c.auth.write_text('{"auths": {}}')
+    if s.authenticated:
+        bad = c.podman("login", "--username", USER, "--password", "wrong", s.host, check=False)
+        check(bad.returncode != 0, "podman login with a wrong password succeeded")
+    password = PASSWORD if s.authenticated else "secret"
+    out = c.podman("login", "--username", USER, "--password", password, s.host)
     check("Login Succeeded" in out.stdout.decode(), f"podman login said {out.stdout!r}")
     auths = json.loads(c.auth.read_text())["auths"]
-    check_eq(auths.get(s.host, {}).get("auth"), base64.b64encode(b"compat:secret").decode(),
+    check_eq(auths.get(s.host, {}).get("auth"),
+             base64.b64encode(f"{USER}:{password}".encode()).decode(),
              "credentials podman stored")
-    check_eq(c.podman("login", "--get-login", s.host).stdout.decode().strip(), "compat",
+    check_eq(c.podman("login", "--get-login", s.host).stdout.decode().strip(), USER,
              "podman login --get-login")
 
-    # Pull and push while logged in work, and Berth asked for no credentials along the way.
+    # Pull and push while logged in.
     lay = Layout(s.tmp / "layout")
     img = lay.image(["login"])
     s.push(lay.tag(img.desc, "v1"), "login/app:v1")
@@ -985,13 +1037,73 @@ def podman_login(s):
              "digest pulled while logged in")
     c.podman("push", f"{s.host}/login/app:v1", s.ref("login/copy:v1"))
     check_eq(s.reg.pull("login/copy", "v1").layers, img.layers, "layers pushed while logged in")
-    statuses = [r["status"] for r in s.berth.requests()[seen:]]
-    check(401 not in statuses, "Berth answered 401 with authentication off")
+    requests = s.berth.requests()[seen:]
+    if s.authenticated:
+        tokens = [r for r in requests if r["path"] == "/token" and r["status"] == 200]
+        check(tokens, "podman got no token from Berth's token endpoint")
+    else:
+        check(401 not in [r["status"] for r in requests],
+              "Berth answered 401 with authentication off")
 
     c.podman("logout", s.host)
     check(s.host not in json.loads(c.auth.read_text())["auths"], "credentials kept by logout")
     after = c.podman("login", "--get-login", s.host, check=False)
     check(after.returncode != 0, "podman login --get-login still succeeds after logout")
+    if s.authenticated:
+        denied = c.podman("pull", "--quiet", f"{s.host}/login/copy:v1", check=False)
+        check(denied.returncode != 0, "podman pulled from Berth after logout")
+
+
+@scenario("skopeo-login", needs=["skopeo"])
+def skopeo_login(s):
+    """skopeo login/logout with its own auth file, and a copy with the stored credentials."""
+    authfile = s.tmp / "skopeo-auth.json"
+    authfile.write_text('{"auths": {}}')
+    env = dict(s.env, REGISTRY_AUTH_FILE=str(authfile))
+    login = ["skopeo", "login", "--tls-verify=false", "--authfile", authfile]
+    if s.authenticated:
+        bad = run([*login, "-u", USER, "-p", "wrong", s.host], env=env, check=False)
+        check(bad.returncode != 0, "skopeo login with a wrong password succeeded")
+    password = PASSWORD if s.authenticated else "secret"
+    out = run([*login, "-u", USER, "-p", password, s.host], env=env)
+    check("Login Succeeded" in out.stdout.decode(), f"skopeo login said {out.stdout!r}")
+    lay = Layout(s.tmp / "layout")
+    img = lay.image(["skopeo-login"])
+    run(["skopeo", "copy", "--dest-tls-verify=false", "--authfile", authfile,
+         lay.tag(img.desc, "v1"), s.ref("login/skopeo:v1")], env=env)
+    check_eq(s.reg.pull("login/skopeo", "v1").digest, img.digest, "digest skopeo pushed")
+    run(["skopeo", "logout", "--authfile", authfile, s.host], env=env)
+    check(s.host not in json.loads(authfile.read_text()).get("auths", {}),
+          "credentials kept by skopeo logout")
+    if s.authenticated:
+        denied = run(["skopeo", "inspect", "--tls-verify=false", "--authfile", authfile,
+                      s.ref("login/skopeo:v1")], env=env, check=False)
+        check(denied.returncode != 0, "skopeo read from Berth after logout")
+
+
+@scenario("docker-login", needs=["docker", "skopeo"])
+def docker_login(s):
+    """docker login with the CLI alone (it checks the credentials itself, no engine), with
+    every docker CLI on PATH; then docker manifest inspect with what login stored."""
+    lay = Layout(s.tmp / "layout")
+    img = lay.image(["docker-login"], docker=True)
+    s.push(dir_image(s.tmp / "img", lay, img), "login/docker:v1", "--preserve-digests")
+    for n, (cli, version) in enumerate(docker_clis()):
+        d = s.tmp / f"docker-{n}"
+        d.mkdir()
+        (d / "config.json").write_text('{"auths": {}}')
+        env = dict(os.environ, DOCKER_CONFIG=str(d))
+        if s.authenticated:
+            bad = run([cli, "login", "-u", USER, "-p", "wrong", s.host], env=env, check=False)
+            check(bad.returncode != 0, f"{version}: docker login with a wrong password worked")
+        password = PASSWORD if s.authenticated else "secret"
+        out = run([cli, "login", "-u", USER, "-p", password, s.host], env=env, timeout=60)
+        check("Login Succeeded" in out.stdout.decode(), f"{version}: docker login said "
+              f"{out.stdout!r}")
+        seen = json.loads(text([cli, "manifest", "inspect", "--insecure",
+                                f"{s.host}/login/docker:v1"], env=env, timeout=60))
+        check_eq(seen, img.manifest, f"{version}: docker manifest inspect after login")
+        run([cli, "logout", s.host], env=env, timeout=60)
 
 
 @scenario("podman-search", needs=["podman", "skopeo"])
@@ -1027,14 +1139,14 @@ def containerd_pull_push(s):
     img = lay.image(["ctr-a", "ctr-b"], size=1 << 20)
     s.push(lay.tag(img.desc, "v1"), "containerd/src:v1")
     src, dst = f"{s.host}/containerd/src:v1", f"{s.host}/containerd/dst:v1"
-    ctr.ctr("images", "pull", "--plain-http", src)
+    ctr.ctr("images", "pull", "--plain-http", *s.ctr_user, src)
     check_eq(ctr.image_digest(src), img.digest, "digest ctr pulled")
     check_eq(ctr.content(img.digest), canonical(img.manifest), "manifest ctr pulled")
     for d in img.layers:
         ctr.content(d)
     ctr.ctr("images", "tag", src, dst)
     seen = len(s.berth.requests())
-    ctr.ctr("images", "push", "--plain-http", dst)
+    ctr.ctr("images", "push", "--plain-http", *s.ctr_user, dst)
     check_eq(s.reg.pull("containerd/dst", "v1").digest, img.digest, "digest ctr pushed")
     starts = [r["status"] for r in s.berth.requests()[seen:]
               if r["method"] == "POST" and r["path"] == "/v2/containerd/dst/blobs/uploads/"]
@@ -1054,12 +1166,12 @@ def containerd_index(s):
     index = lay.index([amd, arm])
     s.push(lay.tag(index, "v1"), "containerd/multi:v1", "--all")
     src, dst = f"{s.host}/containerd/multi:v1", f"{s.host}/containerd/multi-copy:v1"
-    ctr.ctr("images", "pull", "--plain-http", "--all-platforms", src)
+    ctr.ctr("images", "pull", "--plain-http", *s.ctr_user, "--all-platforms", src)
     check_eq(ctr.image_digest(src), index["digest"], "digest of the index ctr pulled")
     for d in [amd.digest, arm.digest, *amd.layers, *arm.layers]:
         ctr.content(d)
     ctr.ctr("images", "tag", src, dst)
-    ctr.ctr("images", "push", "--plain-http", dst)
+    ctr.ctr("images", "push", "--plain-http", *s.ctr_user, dst)
     m = s.reg.pull("containerd/multi-copy", "v1")
     check_eq(m.digest, index["digest"], "digest of the index ctr pushed")
     s.skopeo("copy", "--all", s.ref("containerd/multi-copy:v1"), f"oci:{s.tmp / 'out'}:v1")
@@ -1076,7 +1188,7 @@ def containerd_import(s):
     ref = f"{s.host}/containerd/imported:v1"
     da = docker_archive(s.tmp / "docker.tar", ["ctr-import-a", "ctr-import-b"], ref)
     ctr.ctr("images", "import", "--no-unpack", da.path)
-    ctr.ctr("images", "push", "--plain-http", ref)
+    ctr.ctr("images", "push", "--plain-http", *s.ctr_user, ref)
     m = s.reg.pull("containerd/imported", "v1")
     check_eq(m.digest, ctr.image_digest(ref), "digest ctr pushed")
     check_eq([l["mediaType"] for l in m.doc["layers"]], [DOCKER_LAYER_TAR] * 2,
@@ -1117,7 +1229,7 @@ def umoci_image(s):
              "config umoci wrote")
     ctr = s.containerd()
     ref = f"{s.host}/umoci/app:v1"
-    ctr.ctr("images", "pull", "--plain-http", ref)
+    ctr.ctr("images", "pull", "--plain-http", *s.ctr_user, ref)
     check_eq(ctr.image_digest(ref), digest, "digest ctr pulled")
     for d in m.layers:
         check_eq(ctr.content(d), layout_blob(layout, d), f"layer {d} ctr pulled")
@@ -1138,7 +1250,7 @@ def docker_clis():
 def docker_manifest(s):
     """The docker CLI alone (no engine): manifest inspect, create and push --insecure, with
     every docker CLI on PATH."""
-    env = dict(os.environ, DOCKER_CONFIG=str(s.tmp / "docker-config"))
+    env = s.docker_env()
     lay = Layout(s.tmp / "layout")
     images = {arch: lay.image([f"docker-{arch}"], arch=arch, docker=True)
               for arch in ("amd64", "arm64")}
@@ -1178,7 +1290,17 @@ def docker_manifest(s):
 # oras is imported where it is used: every other scenario runs without it installed.
 def oras_client(s):
     import oras.provider
-    return oras.provider.Registry(hostname=s.host, insecure=True)
+    # oras-py's token backend asks for a token once, with the scope of the first challenge
+    # (pull, for the HEAD that starts a push), and on a 401 for more scope it retries with
+    # the same token: a push fails on any registry that answers insufficient scope with 401
+    # as Distribution does. Its basic backend sends the credentials with each request, which
+    # Berth takes on /v2/ as it takes tokens.
+    client = oras.provider.Registry(hostname=s.host, insecure=True,
+                                    auth_backend="basic" if s.authenticated else "token")
+    if s.authenticated:
+        client.login(USER, PASSWORD, hostname=s.host,
+                     config_path=str(s.tmp / "oras-auth.json"))
+    return client
 
 
 def referrers(s, repo, digest, artifact_type=None):
@@ -1281,7 +1403,10 @@ def oras_chunked(s):
     client = oras_client(s)
     client.push(target=f"{s.host}/oras/big:v1", files=[str(path)], do_chunked=True,
                 chunk_size=5 << 20, disable_path_validation=True, quiet=True)
-    patches = [r for r in s.berth.requests()[seen:] if r["method"] == "PATCH"]
+    # With authentication, oras-py sends each request bare first and again with credentials
+    # after the 401: the challenges are not part of the upload.
+    patches = [r for r in s.berth.requests()[seen:]
+               if r["method"] == "PATCH" and r["status"] != 401]
     check_eq([(r["route"], r["status"]) for r in patches], [("upload", 202)] * 3,
              "PATCH requests of the chunked upload")
     m = s.reg.pull("oras/big", "v1")
@@ -1357,12 +1482,54 @@ def print_failure(name, reason):
         print(f"    {line}")
 
 
+def run_mode(args, chosen, root, auth, started, counts):
+    """Every chosen scenario against one Berth, anonymous or with authentication."""
+    suffix = " [auth]" if auth else ""
+    suite = None
+    try:
+        if auth and not shutil.which("htpasswd"):
+            missing = f"htpasswd (CI must install {INSTALL['htpasswd']})"
+            for sc in chosen:
+                if args.require_all:
+                    counts["failed"] += 1
+                    print_failure(sc.name + suffix, "required client missing: " + missing)
+                else:
+                    counts["skipped"] += 1
+                    print(f"SKIP {sc.name}{suffix}: needs {missing}")
+            return
+        suite = Suite(args.berth.resolve(), root, auth=auth)
+        print(f"berth {args.berth} on {suite.host}" + (" with authentication" if auth else ""))
+        for sc in chosen:
+            t0 = time.monotonic()
+            try:
+                reason = run_scenario(suite, sc, started + SUITE_LIMIT, args.require_all)
+            except Skipped as e:
+                counts["skipped"] += 1
+                print(f"SKIP {sc.name}{suffix}: {e}")
+                continue
+            if reason is None:
+                counts["passed"] += 1
+                print(f"PASS {sc.name}{suffix} ({time.monotonic() - t0:.1f}s)")
+            else:
+                counts["failed"] += 1
+                print_failure(sc.name + suffix, reason)
+    except Failure as e:  # Berth did not start
+        counts["failed"] += 1
+        print_failure("berth" + suffix, str(e))
+    finally:
+        if suite is not None:
+            suite.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--berth", type=Path, default=default_berth(),
                         help="the berth binary (default target/debug/berth)")
     parser.add_argument("--only", help="comma-separated scenario names or client prefixes")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory")
+    parser.add_argument("--mode", choices=["both", "anonymous", "auth"], default="both",
+                        help="run every scenario against an open Berth, one with "
+                             "authentication (an htpasswd user), or both (default)")
     parser.add_argument("--require-all", action="store_true",
                         default=bool(os.environ.get("CI")),
                         help="a missing client fails its scenario (default when CI is set)")
@@ -1375,35 +1542,17 @@ def main():
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="berth-compat-"))
     signal.signal(signal.SIGALRM, on_alarm)
-    passed = failed = skipped = 0
-    suite = None
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    modes = {"both": ["anonymous", "auth"], "anonymous": ["anonymous"], "auth": ["auth"]}
     try:
-        suite = Suite(args.berth.resolve(), root)
-        print(f"berth {args.berth} on {suite.host}")
-        for sc in chosen:
-            t0 = time.monotonic()
-            try:
-                reason = run_scenario(suite, sc, started + SUITE_LIMIT, args.require_all)
-            except Skipped as e:
-                skipped += 1
-                print(f"SKIP {sc.name}: {e}")
-                continue
-            if reason is None:
-                passed += 1
-                print(f"PASS {sc.name} ({time.monotonic() - t0:.1f}s)")
-            else:
-                failed += 1
-                print_failure(sc.name, reason)
-    except Failure as e:  # Berth did not start
-        failed += 1
-        print_failure("berth", str(e))
+        for mode in modes[args.mode]:
+            run_mode(args, chosen, root / mode, mode == "auth", started, counts)
     finally:
-        if suite is not None:
-            suite.close()
         if args.keep:
-            print(f"kept {root} (berth access log: {root / 'berth.log'})")
+            print(f"kept {root} (berth access logs: {root}/*/berth.log)")
         else:
             shutil.rmtree(root, ignore_errors=True)
+    passed, failed, skipped = counts["passed"], counts["failed"], counts["skipped"]
     print(f"total {time.monotonic() - started:.1f}s")
     if skipped:
         print(f"{skipped} skipped: their clients are not installed (CI installs them)")

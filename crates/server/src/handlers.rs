@@ -570,7 +570,7 @@ async fn list_tags(reg: &Registry, repo: &RepoName, q: &Query) -> Result {
 }
 
 async fn catalog(reg: &Registry, q: &Query, access: &Access<'_>) -> Result {
-    let visible = |name: &str| access.auth.allowed(access.caller, name).has(Action::Pull);
+    let visible = |name: &str| access.auth.visible(access.caller, name);
     let listing = reg
         .catalog(
             q.number("n")?,

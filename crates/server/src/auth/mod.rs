@@ -245,6 +245,12 @@ impl Auth {
         }
     }
 
+    /// Whether the catalog shows `repo` to `caller`: the rules decide, whatever the token's
+    /// grants (a token proves who the caller is; listing names needs no repository scope).
+    pub fn visible(&self, caller: &Caller, repo: &str) -> bool {
+        !self.on || self.policy.allowed(&caller.who, repo).has(Action::Pull)
+    }
+
     /// Whether `caller` may use Berth's administration API.
     pub fn is_admin(&self, caller: &Caller) -> bool {
         self.policy.is_admin(&caller.who)
@@ -413,9 +419,24 @@ impl Auth {
             };
             let granted = match kind {
                 "repository" => self.allowed(&caller, name).and(Actions::parse(actions)),
+                // Docker clients ask for this before listing the catalog; the listing
+                // itself shows only what the caller may pull.
+                "registry" if name == "catalog" => {
+                    if caller.presented || self.policy.grants_anything(&who) {
+                        grants.push(token::Grant {
+                            kind: "registry".into(),
+                            name: "catalog".into(),
+                            actions: vec!["*".into()],
+                        });
+                    }
+                    continue;
+                }
                 _ => continue,
             };
-            if let Some(g) = grants.iter_mut().find(|g| g.name == name) {
+            if let Some(g) = grants
+                .iter_mut()
+                .find(|g| g.kind == "repository" && g.name == name)
+            {
                 let all = Actions::parse(&g.actions.join(",")).or(granted);
                 g.actions = all.iter().map(|a| a.as_str().to_owned()).collect();
             } else {

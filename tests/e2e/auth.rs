@@ -264,6 +264,18 @@ async fn token_flow_with_scopes_refresh_and_bad_tokens() {
         serde_json::json!([{"type": "repository", "name": "private/x", "actions": []}])
     );
 
+    // The catalog scope docker clients ask for; the listing follows the rules, not the
+    // token's repository grants.
+    let body = token("registry:catalog:*", "alice").await;
+    let ct = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        jwt_payload(&ct)["access"],
+        serde_json::json!([{"type": "registry", "name": "catalog", "actions": ["*"]}])
+    );
+    let r = bearer("/v2/_catalog", &ct).await.unwrap();
+    let listed: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(listed["repositories"], serde_json::json!(["team-a/app"]));
+
     // Refresh: a new access token without the password.
     let refresh = body["refresh_token"].as_str().unwrap().to_owned();
     let r = c

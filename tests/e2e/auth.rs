@@ -44,7 +44,9 @@ repositories = ["public/open"]
 actions = ["pull"]
 "#;
 
-fn spawn(dir: &Path, extra: &str) -> TestRegistry {
+/// Writes the htpasswd file and the configuration (`extra` keys under `[auth]`, `tail`
+/// tables at the end); returns the configuration's path.
+fn write_config(dir: &Path, extra: &str, tail: &str) -> std::path::PathBuf {
     let mut lines = String::new();
     for user in ["root", "alice", "bob", "carol"] {
         let hash = bcrypt::hash(format!("{user}-pw"), 4).unwrap();
@@ -56,7 +58,12 @@ fn spawn(dir: &Path, extra: &str) -> TestRegistry {
     let text = CONFIG.replace("HTPASSWD", htpasswd.to_str().unwrap());
     // Extra [auth] keys go right under the [auth] header.
     let text = text.replacen("[auth]\n", &format!("[auth]\n{extra}\n"), 1);
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, format!("{text}\n{tail}")).unwrap();
+    config
+}
+
+fn spawn(dir: &Path, extra: &str) -> TestRegistry {
+    let config = write_config(dir, extra, "");
     TestRegistry::spawn_with(&dir.join("data"), &["--config", config.to_str().unwrap()])
 }
 
@@ -561,4 +568,102 @@ fn jwt_payload(t: &str) -> serde_json::Value {
             .unwrap(),
     )
     .unwrap()
+}
+
+/// Tokens of an external issuer: accepted when signed by its key (a PEM public key, or a
+/// JWKS), with its issuer and audience; refused otherwise.
+#[tokio::test]
+async fn external_issuer_tokens_by_pem_key_and_jwks() {
+    use aws_lc_rs::signature::KeyPair;
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let der = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(der.as_ref()).unwrap();
+        keys.push((der.as_ref().to_vec(), pair.public_key().as_ref().to_vec()));
+    }
+    // Issuer one: a PEM public key (SubjectPublicKeyInfo of Ed25519).
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(&keys[0].1);
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&spki)
+    );
+    std::fs::write(dir.path().join("one.pem"), pem).unwrap();
+    // Issuer two: a JWKS.
+    let jwks = serde_json::json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "two-1",
+        "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&keys[1].1),
+    }]});
+    std::fs::write(dir.path().join("two.json"), jwks.to_string()).unwrap();
+    let extra = format!(
+        "[[auth.issuers]]\nissuer = \"https://one.example\"\naudience = \"registry\"\n\
+         public_key = \"{}\"\n\n[[auth.issuers]]\nissuer = \"https://two.example\"\n\
+         audience = \"registry\"\njwks = \"{}\"\n",
+        dir.path().join("one.pem").display(),
+        dir.path().join("two.json").display()
+    );
+    // Issuers are tables after [auth]'s keys: at the end of the file.
+    let config = write_config(dir.path(), "", &extra);
+    let reg = TestRegistry::spawn_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token = |key: &[u8], kid: Option<&str>, iss: &str, aud: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = kid.map(str::to_owned);
+        let claims = serde_json::json!({"iss": iss, "sub": "ext-user", "aud": aud,
+            "exp": now + 60, "nbf": now - 5, "iat": now - 5,
+            "access": [{"type": "repository", "name": "public/open", "actions": ["pull"]}]});
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ed_der(key),
+        )
+        .unwrap()
+    };
+    let c = reqwest::Client::new();
+    let status = |t: String| {
+        let c = c.clone();
+        let url = reg.url("/v2/public/open/tags/list");
+        async move { c.get(url).bearer_auth(t).send().await.unwrap().status() }
+    };
+    // public/open exists only once pushed; a 404 NAME_UNKNOWN still proves the token passed.
+    let passed = |s: StatusCode| s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN;
+    assert!(passed(
+        status(token(&keys[0].0, None, "https://one.example", "registry")).await
+    ));
+    assert!(passed(
+        status(token(
+            &keys[1].0,
+            Some("two-1"),
+            "https://two.example",
+            "registry"
+        ))
+        .await
+    ));
+    for (what, t) in [
+        (
+            "issuer two's key under issuer one",
+            token(&keys[1].0, None, "https://one.example", "registry"),
+        ),
+        (
+            "wrong audience",
+            token(&keys[0].0, None, "https://one.example", "other"),
+        ),
+        (
+            "unknown issuer",
+            token(&keys[0].0, None, "https://three.example", "registry"),
+        ),
+    ] {
+        assert_eq!(status(t).await, StatusCode::UNAUTHORIZED, "{what}");
+    }
 }

@@ -335,6 +335,11 @@ async fn token_flow_with_scopes_refresh_and_bad_tokens() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let log = std::fs::read_to_string(reg.log_path()).unwrap();
+    assert!(log.contains("/token"), "the token requests are logged");
+    for secret in [t.as_str(), refresh.as_str(), "alice-pw"] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
 
     // Forged, foreign, expired, wrong-audience tokens: 401 with the error body, never 500.
     let key = std::fs::read(reg.data.join("token-key.pem")).unwrap();

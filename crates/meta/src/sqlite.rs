@@ -61,14 +61,25 @@ impl SqliteMeta {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(false);
-        let mut writer = base.clone().create_if_missing(true).connect().await?;
+        // Migrations run without a sync per transaction (a new database made half a dozen
+        // of them at start-up): a crash before the next synced commit loses the schema and
+        // its record in `_sqlx_migrations` together, and the next start applies both again.
+        let mut writer = base
+            .clone()
+            .synchronous(SqliteSynchronous::Normal)
+            .create_if_missing(true)
+            .connect()
+            .await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
             .await?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut writer)
+            .await?;
+        // Readers connect on first use: nothing of theirs is on the start-up path.
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(base.read_only(true))
-            .await?;
+            .connect_lazy_with(base.read_only(true));
         let (jobs, queue) = mpsc::channel(1024);
         tokio::spawn(write_loop(writer, queue));
         Ok(SqliteMeta { jobs, reader })

@@ -53,6 +53,14 @@ impl Server {
         // Made before the clock starts: building a client (its TLS roots) is the harness's
         // cost, not the registry's.
         let client = reqwest::Client::new();
+        // Start-up is measured with the binary in the page cache, as when a service restarts:
+        // the gigabytes a run writes push it out, and reading it back from the disk would
+        // be measured instead.
+        let binary = match kind {
+            Kind::Berth => berth,
+            Kind::Distribution => distribution,
+        };
+        let _ = std::fs::read(binary);
         let t0 = Instant::now();
         let (mut child, addr) = match kind {
             Kind::Berth => {

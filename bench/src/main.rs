@@ -580,8 +580,8 @@ async fn scaling_main(args: &Args) -> Result<()> {
             blob_size: 2 << 20,
         }
     };
-    let (mut clients, mut listings): (Vec<(Kind, Figures)>, Vec<(Kind, Figures)>) =
-        Default::default();
+    let mut clients: Vec<(Kind, Figures)> = Vec::new();
+    let mut listings: Vec<(Kind, Figures)> = Vec::new();
     let mut keep = Vec::new();
     for kind in [Kind::Berth, Kind::Distribution] {
         if args.only.is_some_and(|k| k != kind) {

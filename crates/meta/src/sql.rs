@@ -65,13 +65,13 @@ pub const REPOS: &str = "SELECT string_agg(name, ',' ORDER BY name) FROM \
 pub const UPLOAD: &str =
     "SELECT id, repo, offset_bytes, hash_state, created_at, updated_at, ended_at \
     FROM uploads WHERE id = $1";
-/// Records a session's first bytes, or moves a recorded open session on, only from offset `$3`.
-pub const ADVANCE_UPLOAD: &str =
+/// Moves a session on from offset 0, recording it if it has no row yet.
+pub const FIRST_ADVANCE: &str =
     "INSERT INTO uploads (id, repo, offset_bytes, hash_state, created_at, updated_at) \
-    VALUES ($1, $2, $4, $5, $6, $7) \
+    VALUES ($1, $2, $3, $4, $5, $6) \
     ON CONFLICT (id) DO UPDATE SET offset_bytes = excluded.offset_bytes, \
     hash_state = excluded.hash_state, updated_at = excluded.updated_at \
-    WHERE uploads.offset_bytes = $3 AND uploads.ended_at IS NULL";
+    WHERE uploads.offset_bytes = 0 AND uploads.ended_at IS NULL";
 /// Moves a recorded open session on, only from offset `$2`.
 pub const MOVE_UPLOAD: &str = "UPDATE uploads SET offset_bytes = $3, hash_state = $4, \
     updated_at = $5 WHERE id = $1 AND offset_bytes = $2 AND ended_at IS NULL";

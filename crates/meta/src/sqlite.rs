@@ -534,10 +534,9 @@ impl MetaStore for SqliteMeta {
             Box::pin(async move {
                 // Only a session at 0 may lack a record: elsewhere a missing row is a loss.
                 let r = if s.offset == 0 {
-                    sqlx::query(sql::ADVANCE_UPLOAD)
+                    sqlx::query(sql::FIRST_ADVANCE)
                         .bind(s.id.as_str())
                         .bind(s.repo.as_str())
-                        .bind(i(s.offset))
                         .bind(i(to))
                         .bind(state)
                         .bind(s.created_at)

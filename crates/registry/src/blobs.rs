@@ -65,24 +65,22 @@ impl Registry {
         file_ok: bool,
     ) -> Result<BlobBody> {
         let (size, range) = self.blob_range(repo, digest, range).await?;
-        let missing = || {
-            Error::Internal(format!(
-                "blob {digest} is linked in {repo} but missing from the store"
-            ))
-        };
         let file = match file_ok {
-            true => match self.blobs.open_file(digest, range).await {
-                Err(berth_store::StoreError::NotFound) => return Err(missing()),
-                other => other?,
-            },
-            false => None,
+            true => self.blobs.open_file(digest, range).await,
+            false => Ok(None),
         };
         let body = match file {
-            Some(f) => Payload::File(f),
-            None => match self.blobs.read(digest, range).await {
-                Err(berth_store::StoreError::NotFound) => return Err(missing()),
-                other => Payload::Stream(other?),
-            },
+            Ok(Some(f)) => Ok(Payload::File(f)),
+            Ok(None) => self.blobs.read(digest, range).await.map(Payload::Stream),
+            Err(e) => Err(e),
+        };
+        let body = match body {
+            Err(berth_store::StoreError::NotFound) => {
+                return Err(Error::Internal(format!(
+                    "blob {digest} is linked in {repo} but missing from the store"
+                )))
+            }
+            other => other?,
         };
         Ok(BlobBody { size, range, body })
     }

@@ -221,6 +221,16 @@ impl Default for LogConfig {
     }
 }
 
+/// What tells that a file the configuration names (htpasswd, TLS certificate and key) has
+/// changed and must be read again: its modification time and length; `None` when it cannot
+/// be read.
+pub type FileStamp = Option<(std::time::SystemTime, u64)>;
+
+pub fn file_stamp(path: &Path) -> FileStamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {

@@ -5,7 +5,7 @@ use crate::auth::{self, Auth, Caller};
 use crate::dispatch::{self, Route};
 use crate::error::{digest_error, ApiError};
 use crate::metrics::{self, InFlight, RouteLabel};
-use crate::sendfile::ConnInfo;
+use crate::sendfile::{ConnInfo, FileSender};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -227,7 +227,7 @@ async fn admit(
 }
 
 /// The client's address.
-pub fn peer(req: &Request) -> IpAddr {
+fn peer(req: &Request) -> IpAddr {
     req.extensions()
         .get::<ConnectInfo<ConnInfo>>()
         .map(|c| c.0.remote.ip())
@@ -235,7 +235,7 @@ pub fn peer(req: &Request) -> IpAddr {
 }
 
 /// This server as the client addressed it (`http://host:port`), for the token realm.
-pub fn base_url(req: &Request) -> String {
+fn base_url(req: &Request) -> String {
     let tls = req
         .extensions()
         .get::<ConnectInfo<ConnInfo>>()
@@ -284,9 +284,8 @@ async fn route_request(reg: &Registry, route: Route, req: Request, access: &Acce
             let sender = req
                 .extensions()
                 .get::<ConnectInfo<ConnInfo>>()
-                .filter(|c| c.0.can_send_files())
-                .filter(|_| matches!(req.version(), Version::HTTP_10 | Version::HTTP_11))
-                .map(|c| c.0.clone());
+                .and_then(|c| c.0.files.clone())
+                .filter(|_| matches!(req.version(), Version::HTTP_10 | Version::HTTP_11));
             get_blob(reg, &repo, &d, req.headers(), head, sender).await
         }
         // end-10
@@ -330,7 +329,7 @@ async fn get_blob(
     d: &Digest,
     h: &HeaderMap,
     head: bool,
-    sender: Option<ConnInfo>,
+    sender: Option<FileSender>,
 ) -> Result {
     let range_header = header_str(h, &header::RANGE);
     let (size, range, body) = if head {
@@ -341,14 +340,10 @@ async fn get_blob(
             .read_blob(repo, d, range_header, sender.is_some())
             .await?;
         let body = match (b.body, sender) {
-            (Payload::File(f), Some(conn)) => {
+            (Payload::File(f), Some(sender)) => {
                 let (start, end) = b.range.unwrap_or((0, b.size.saturating_sub(1)));
                 let len = if b.size == 0 { 0 } else { end - start + 1 };
-                conn.file_body(f, start, len).ok_or_else(|| {
-                    ApiError::from(berth_registry::Error::Internal(
-                        "a file body on a connection that cannot send files".into(),
-                    ))
-                })?
+                sender.body(f, start, len)
             }
             (Payload::Stream(s), _) => Body::from_stream(s),
             (Payload::File(_), None) => {

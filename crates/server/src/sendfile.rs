@@ -205,13 +205,13 @@ impl AsyncWrite for Conn {
 }
 
 /// What a request knows of its connection (axum's `ConnectInfo`): the peer's address, and
-/// the way to send files on it.
+/// the way to send files on it when there is one.
 #[derive(Clone)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
     /// The connection is TLS (no sendfile there).
     pub tls: bool,
-    pending: Option<Arc<Pending>>,
+    pub files: Option<FileSender>,
 }
 
 impl Connected<IncomingStream<'_, SendfileListener>> for ConnInfo {
@@ -219,7 +219,7 @@ impl Connected<IncomingStream<'_, SendfileListener>> for ConnInfo {
         ConnInfo {
             remote: *stream.remote_addr(),
             tls: false,
-            pending: Some(Arc::clone(&stream.io().pending)),
+            files: Some(FileSender(Arc::clone(&stream.io().pending))),
         }
     }
 }
@@ -230,19 +230,20 @@ impl ConnInfo {
         ConnInfo {
             remote,
             tls: true,
-            pending: None,
+            files: None,
         }
     }
+}
 
-    /// Whether [`ConnInfo::file_body`] may be used on this connection.
-    pub fn can_send_files(&self) -> bool {
-        self.pending.is_some()
-    }
+/// Sends files on one [`Conn`].
+#[derive(Clone)]
+pub struct FileSender(Arc<Pending>);
 
+impl FileSender {
     /// A response body of `len` bytes of `file` from `offset`, sent by sendfile. Only for a
-    /// response on this connection, over HTTP/1, when [`ConnInfo::can_send_files`].
-    pub fn file_body(&self, file: File, offset: u64, len: u64) -> Option<axum::body::Body> {
-        let pending = Arc::clone(self.pending.as_ref()?);
+    /// response on this sender's connection, over HTTP/1.
+    pub fn body(&self, file: File, offset: u64, len: u64) -> axum::body::Body {
+        let pending = Arc::clone(&self.0);
         let file = Arc::new(file);
         let marks = futures::stream::unfold((offset, len), move |(offset, left)| {
             let pending = Arc::clone(&pending);
@@ -265,6 +266,6 @@ impl ConnInfo {
                 Some((mark, (offset + n as u64, left - n as u64)))
             }
         });
-        Some(axum::body::Body::from_stream(marks))
+        axum::body::Body::from_stream(marks)
     }
 }

@@ -7,6 +7,7 @@
 //! says nothing must not hold up the others. Finished connections reach the server through
 //! a channel, as [`TlsListener`] yields them.
 
+use crate::config::file_stamp;
 use crate::sendfile::ConnInfo;
 use anyhow::Context;
 use axum::extract::connect_info::Connected;
@@ -18,7 +19,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
@@ -48,16 +49,6 @@ pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
     Ok(Arc::new(config))
 }
 
-fn stamp(paths: &[&Path]) -> Vec<Option<(SystemTime, u64)>> {
-    paths
-        .iter()
-        .map(|p| {
-            let m = std::fs::metadata(p).ok()?;
-            Some((m.modified().ok()?, m.len()))
-        })
-        .collect()
-}
-
 /// Accepts TLS connections on a TCP listener.
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
@@ -74,10 +65,11 @@ impl TlsListener {
 
         let watched = Arc::clone(&current);
         tokio::spawn(async move {
-            let mut seen = stamp(&[&cert, &key]);
+            let stamp = || [file_stamp(&cert), file_stamp(&key)];
+            let mut seen = stamp();
             loop {
                 tokio::time::sleep(RELOAD_EVERY).await;
-                let now = stamp(&[&cert, &key]);
+                let now = stamp();
                 if now == seen {
                     continue;
                 }

@@ -403,6 +403,17 @@ fn install(from: &Path, to: &Path) -> io::Result<()> {
     sync_dir(parent)
 }
 
+/// Opens a file to read the inclusive `range` of it (all of it when `None`): the file, where
+/// the part starts, and its length.
+fn open_span(path: &Path, range: Option<(u64, u64)>) -> io::Result<(File, u64, u64)> {
+    let file = File::open(path)?;
+    let (start, len) = match range {
+        Some((start, end)) => (start, end - start + 1),
+        None => (0, file.metadata()?.len()),
+    };
+    Ok((file, start, len))
+}
+
 /// A read chunk holding one of the store's read permits until the server has sent it.
 struct Held {
     data: Vec<u8>,
@@ -423,14 +434,8 @@ async fn open_range(
     permits: Arc<tokio::sync::Semaphore>,
 ) -> Result<ByteStream<'static>> {
     let (file, len) = blocking(move || {
-        let mut file = File::open(&path)?;
-        let len = match range {
-            Some((start, end)) => {
-                file.seek(SeekFrom::Start(start))?;
-                end - start + 1
-            }
-            None => file.metadata()?.len(),
-        };
+        let (mut file, start, len) = open_span(&path, range)?;
+        file.seek(SeekFrom::Start(start))?;
         Ok((file, len))
     })
     .await
@@ -491,11 +496,7 @@ impl BlobStore for FsStore {
     async fn open_file(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<Option<File>> {
         let path = self.blob_path(digest);
         let file = blocking(move || {
-            let file = File::open(&path)?;
-            let (start, len) = match range {
-                Some((start, end)) => (start, end - start + 1),
-                None => (0, file.metadata()?.len()),
-            };
+            let (file, start, len) = open_span(&path, range)?;
             // The first pull after a push finds the blob on disk (uploads bypass the page
             // cache): start reading the first window now, in the background, so the sender
             // does not wait for the disk chunk by chunk. Advice only; failure changes nothing.

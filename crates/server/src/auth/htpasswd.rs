@@ -8,13 +8,14 @@
 //! The file is re-read when it changes (checked at most once a second), which also forgets
 //! every remembered check.
 
+use crate::config::{file_stamp, FileStamp};
 use anyhow::{bail, Context};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// How long a successful check is remembered.
@@ -31,16 +32,11 @@ pub struct Htpasswd {
 
 struct State {
     users: Arc<HashMap<String, String>>,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: FileStamp,
     checked: Instant,
     remembered: HashMap<String, ([u8; 32], Instant)>,
     /// A hash of the same cost as the file's, to spend the same time on unknown users.
     decoy: Option<String>,
-}
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
 }
 
 /// Parses the file: `user:hash` lines, `#` comments and blank lines ignored.
@@ -79,7 +75,7 @@ impl Htpasswd {
             key: Hmac::<Sha256>::new_from_slice(&key).context("hmac key")?,
             state: Mutex::new(State {
                 users: Arc::new(users),
-                stamp: stamp(path),
+                stamp: file_stamp(path),
                 checked: Instant::now(),
                 remembered: HashMap::new(),
                 decoy: None,
@@ -97,7 +93,7 @@ impl Htpasswd {
         let mut st = self.lock();
         if st.checked.elapsed() >= RECHECK {
             st.checked = Instant::now();
-            let now = stamp(&self.path);
+            let now = file_stamp(&self.path);
             if now != st.stamp {
                 st.stamp = now;
                 match parse(&self.path) {

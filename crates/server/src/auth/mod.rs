@@ -294,8 +294,13 @@ impl Auth {
         }
     }
 
-    /// 401 with the challenge: where to get a token, for what.
-    pub fn unauthorized(&self, base: &str, scope: Option<&str>, insufficient: bool) -> ApiError {
+    /// The `WWW-Authenticate` challenge: where to get a token, and for what.
+    fn challenge_header(
+        &self,
+        base: &str,
+        scope: Option<&str>,
+        insufficient: bool,
+    ) -> Option<HeaderValue> {
         let realm = self
             .realm
             .clone()
@@ -307,15 +312,20 @@ impl Auth {
         if insufficient {
             challenge.push_str(",error=\"insufficient_scope\"");
         }
+        HeaderValue::from_str(&challenge).ok()
+    }
+
+    /// 401 with the challenge.
+    fn unauthorized(&self, base: &str, scope: Option<&str>, insufficient: bool) -> ApiError {
         let message = if insufficient {
             "the token does not grant this"
         } else {
             "authentication required"
         };
         let e = ApiError::status(ErrorCode::Unauthorized, 401, message);
-        match HeaderValue::from_str(&challenge) {
-            Ok(v) => e.with_header(header::WWW_AUTHENTICATE, v),
-            Err(_) => e,
+        match self.challenge_header(base, scope, insufficient) {
+            Some(v) => e.with_header(header::WWW_AUTHENTICATE, v),
+            None => e,
         }
     }
 
@@ -328,13 +338,10 @@ impl Auth {
                 ..
             }
         );
-        if unauthorized && self.on {
-            let with = self.unauthorized(base, None, false);
-            let mut e = e;
-            e.headers.extend(with.headers);
-            return e;
+        match self.challenge_header(base, None, false) {
+            Some(v) if unauthorized && self.on => e.with_header(header::WWW_AUTHENTICATE, v),
+            _ => e,
         }
-        e
     }
 
     /// The token endpoint (`GET /token`, and `POST /token` as OAuth2 clients use it).
@@ -409,47 +416,35 @@ impl Auth {
             token: None,
             presented: who != Identity::Anonymous,
         };
-        let mut grants: Vec<token::Grant> = Vec::new();
+        let mut repositories: Vec<(&str, Actions)> = Vec::new();
+        let mut catalog = false;
         for scope in &scopes {
-            let mut parts = scope.splitn(2, ':');
-            let kind = parts.next().unwrap_or("");
-            let rest = parts.next().unwrap_or("");
+            let (kind, rest) = scope.split_once(':').unwrap_or((scope, ""));
             let Some((name, actions)) = rest.rsplit_once(':') else {
                 continue;
             };
-            let granted = match kind {
-                "repository" => self.allowed(&caller, name).and(Actions::parse(actions)),
+            match kind {
+                "repository" => {
+                    let granted = self.allowed(&caller, name).and(Actions::parse(actions));
+                    match repositories.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, a)) => *a = a.or(granted),
+                        None => repositories.push((name, granted)),
+                    }
+                }
                 // Docker clients ask for this before listing the catalog; the listing
                 // itself shows only what the caller may pull.
                 "registry" if name == "catalog" => {
-                    if caller.presented || self.policy.grants_anything(&who) {
-                        grants.push(token::Grant {
-                            kind: "registry".into(),
-                            name: "catalog".into(),
-                            actions: vec!["*".into()],
-                        });
-                    }
-                    continue;
+                    catalog |= caller.presented || self.policy.grants_anything(&who);
                 }
-                _ => continue,
-            };
-            if let Some(g) = grants
-                .iter_mut()
-                .find(|g| g.kind == "repository" && g.name == name)
-            {
-                let all = Actions::parse(&g.actions.join(",")).or(granted);
-                g.actions = all.iter().map(|a| a.as_str().to_owned()).collect();
-            } else {
-                grants.push(token::Grant {
-                    kind: "repository".into(),
-                    name: name.to_owned(),
-                    actions: granted.iter().map(|a| a.as_str().to_owned()).collect(),
-                });
+                _ => {}
             }
         }
-        let issued = tokens
-            .issue(who.name(), grants)
-            .map_err(|e| ApiError::from(berth_registry::Error::Internal(format!("{e:#}"))))?;
+        let grants = repositories
+            .into_iter()
+            .map(|(name, actions)| token::Grant::repository(name, actions))
+            .chain(catalog.then(token::Grant::catalog))
+            .collect();
+        let issued = tokens.issue(who.name(), grants).map_err(internal)?;
         let issued_at = humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + Duration::from_secs(issued.issued_at.max(0) as u64),
         )
@@ -464,13 +459,16 @@ impl Auth {
             body["scope"] = serde_json::Value::from(scopes.join(" "));
         }
         if offline && who != Identity::Anonymous {
-            let refresh = tokens
-                .issue_refresh(who.name())
-                .map_err(|e| ApiError::from(berth_registry::Error::Internal(format!("{e:#}"))))?;
+            let refresh = tokens.issue_refresh(who.name()).map_err(internal)?;
             body["refresh_token"] = serde_json::Value::from(refresh);
         }
         Ok(body)
     }
+}
+
+/// A failure of ours while answering (signing a token): logged, answered as a bare 500.
+fn internal(e: anyhow::Error) -> ApiError {
+    berth_registry::Error::Internal(format!("{e:#}")).into()
 }
 
 /// `user:password` from a Basic credential.

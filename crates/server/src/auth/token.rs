@@ -14,8 +14,10 @@
 use anyhow::{bail, Context};
 use base64::Engine;
 use berth_registry::access::Actions;
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::PrivatePkcs8KeyDer;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
@@ -55,6 +57,26 @@ pub struct Verified {
     /// The user it was issued to (empty: anonymous).
     pub sub: String,
     pub grants: Vec<Grant>,
+}
+
+impl Grant {
+    /// `actions` on repository `name`.
+    pub fn repository(name: &str, actions: Actions) -> Grant {
+        Grant {
+            kind: "repository".into(),
+            name: name.to_owned(),
+            actions: actions.iter().map(|a| a.as_str().to_owned()).collect(),
+        }
+    }
+
+    /// Listing the catalog.
+    pub fn catalog() -> Grant {
+        Grant {
+            kind: "registry".into(),
+            name: "catalog".into(),
+            actions: vec!["*".into()],
+        }
+    }
 }
 
 impl Verified {
@@ -108,12 +130,11 @@ fn jti() -> String {
 /// exist yet (mode 0600, written whole then renamed into place).
 fn load_key(path: &Path, create: bool) -> anyhow::Result<Vec<u8>> {
     match std::fs::read_to_string(path) {
-        Ok(pem) => {
-            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(body.trim())
-                .with_context(|| format!("token key {}: not PEM", path.display()))
-        }
+        Ok(pem) => PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+            .map(|der| der.secret_pkcs8_der().to_vec())
+            .map_err(|e| {
+                anyhow::anyhow!("token key {}: not a PKCS#8 PEM key: {e}", path.display())
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             let rng = aws_lc_rs::rand::SystemRandom::new();
             let der = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng)
@@ -146,14 +167,19 @@ fn load_key(path: &Path, create: bool) -> anyhow::Result<Vec<u8>> {
     }
 }
 
-fn algorithm_of(jwk_alg: Option<&str>, key_type: &str) -> Algorithm {
-    match (jwk_alg, key_type) {
-        (Some("ES384"), _) => Algorithm::ES384,
-        (Some("RS384"), _) => Algorithm::RS384,
-        (Some("RS512"), _) => Algorithm::RS512,
-        (Some("PS256"), _) => Algorithm::PS256,
-        (_, "EC") => Algorithm::ES256,
-        (_, "OKP") => Algorithm::EdDSA,
+/// The algorithm a JWKS key verifies: the one its `alg` names, else its key type's usual one.
+fn algorithm_of(jwk: &Jwk) -> Algorithm {
+    if let Some(a) = jwk
+        .common
+        .key_algorithm
+        .and_then(|a| Algorithm::try_from(a).ok())
+    {
+        return a;
+    }
+    match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => Algorithm::ES384,
+        AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+        AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
         _ => Algorithm::RS256,
     }
 }
@@ -219,19 +245,10 @@ impl Tokens {
                     })?;
                     let mut keys = Vec::new();
                     for jwk in &set.keys {
-                        let kty = serde_json::to_value(&jwk.algorithm)
-                            .ok()
-                            .and_then(|v| v.get("kty").and_then(|k| k.as_str()).map(str::to_owned))
-                            .unwrap_or_default();
-                        let alg = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
                         let key = DecodingKey::from_jwk(jwk).with_context(|| {
                             format!("issuer {}: a key of {}", i.issuer, p.display())
                         })?;
-                        keys.push((
-                            key,
-                            algorithm_of(alg.as_deref(), &kty),
-                            jwk.common.key_id.clone(),
-                        ));
+                        keys.push((key, algorithm_of(jwk), jwk.common.key_id.clone()));
                     }
                     keys
                 }

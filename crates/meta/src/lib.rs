@@ -158,9 +158,119 @@ pub trait MetaStore: Send + Sync + 'static {
     /// afterwards; `false` when it had already ended.
     async fn end_upload(&self, session: &UploadRecord) -> Result<bool>;
 
+    /// Blobs no manifest in any repository references (as config, layer, child or as the
+    /// manifest itself) that were created, and last linked anywhere, before `cutoff`
+    /// (milliseconds): what a collection at that cutoff would delete. Blobs already marked
+    /// deleting are not listed.
+    async fn garbage_blobs(&self, cutoff: i64) -> Result<Vec<(Digest, u64)>>;
+
+    /// In one transaction, for each of `digests` that is still garbage at `cutoff` (as
+    /// [`MetaStore::garbage_blobs`] says): marks it deleting and removes its links, so that no
+    /// repository sees it and no manifest can reference it from then on. Returns the marked
+    /// ones. Linking a marked blob again ([`MetaStore::link_blob`],
+    /// [`MetaStore::finish_upload`], the manifest's own blob in [`MetaStore::put_manifest`])
+    /// clears the mark.
+    async fn mark_deleting(&self, digests: &[Digest], cutoff: i64) -> Result<Vec<Digest>>;
+
+    /// Blobs marked deleting, including those a collection left marked when it stopped.
+    async fn deleting_blobs(&self) -> Result<Vec<Digest>>;
+
+    /// Forgets the blobs of `digests` that are still marked deleting (their bytes are gone);
+    /// returns how many.
+    async fn forget_blobs(&self, digests: &[Digest]) -> Result<u64>;
+
+    /// Removes links made before `cutoff` to blobs that no manifest of the same repository
+    /// references (layers pushed, or left behind by deleted manifests), then the
+    /// repositories created before `cutoff` that are left with nothing (no link, manifest or
+    /// tag); returns how many links.
+    async fn prune_links(&self, cutoff: i64) -> Result<u64>;
+
+    /// The size of a blob record (marked deleting or not), linked anywhere or nowhere.
+    async fn blob_record(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Every blob record not marked deleting, with its size.
+    async fn blob_records(&self) -> Result<Vec<(Digest, u64)>>;
+
+    /// Open upload sessions that last received bytes before `before`.
+    async fn stale_uploads(&self, before: i64) -> Result<Vec<UploadRecord>>;
+
+    /// Deletes the tombstones of ended sessions opened before `before` (whose ids have
+    /// expired by themselves); returns how many.
+    async fn forget_ended_uploads(&self, before: i64) -> Result<u64>;
+
+    /// Records pulls: each manifest's last pull time becomes the given one if later.
+    async fn record_pulls(&self, pulls: &[(RepoName, Digest, i64)]) -> Result<()>;
+
+    /// Everything stored in `repo` (manifests, what they reference with sizes, tags), or
+    /// `None` when the repository does not exist.
+    async fn repository(&self, repo: &RepoName) -> Result<Option<RepoContents>>;
+
+    /// Storage figures, all from records: bytes stored once, and per repository.
+    async fn usage(&self) -> Result<Usage>;
+
     /// The secret called `name`: the one already stored, else `candidate`, stored now. Every
     /// caller (and every node on the same database) gets the same value.
     async fn secret(&self, name: &str, candidate: &str) -> Result<String>;
+}
+
+/// A manifest as [`MetaStore::repository`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestInfo {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub subject: Option<Digest>,
+    pub pushed_at: i64,
+    pub pulled_at: Option<i64>,
+}
+
+/// A tag as [`MetaStore::repository`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagInfo {
+    pub name: String,
+    pub digest: Digest,
+    /// When it was last pointed at its manifest.
+    pub updated_at: i64,
+}
+
+/// What [`MetaStore::repository`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct RepoContents {
+    pub manifests: Vec<ManifestInfo>,
+    /// (manifest, what it references, that blob's size when recorded).
+    pub refs: Vec<(Digest, Digest, Option<u64>)>,
+    pub tags: Vec<TagInfo>,
+}
+
+/// Storage figures of one repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoUsage {
+    pub name: String,
+    /// Bytes of blobs linked here and in no other repository: freed if it were deleted.
+    pub unique_bytes: u64,
+    /// Bytes of blobs linked here and in other repositories too.
+    pub shared_bytes: u64,
+    /// Bytes of its images counted as if nothing were shared: every manifest with the
+    /// blobs it references (child manifests counted once, as manifests).
+    pub logical_bytes: u64,
+    pub blobs: u64,
+    pub manifests: u64,
+    pub tags: u64,
+    pub created_at: i64,
+    pub last_push: Option<i64>,
+    pub last_pull: Option<i64>,
+}
+
+/// What [`MetaStore::usage`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Bytes of every blob stored (each once).
+    pub physical_bytes: u64,
+    pub blobs: u64,
+    /// The sum of every repository's logical bytes.
+    pub logical_bytes: u64,
+    /// By name.
+    pub repositories: Vec<RepoUsage>,
 }
 
 /// What [`MetaStore::upload`] knows of a session.

@@ -4,9 +4,14 @@
 
 pub const INSERT_REPO: &str =
     "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
-pub const INSERT_BLOB: &str = "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (digest) DO NOTHING";
+/// Records a blob; storing it again clears a collection's mark (see `mark_deleting`).
+pub const INSERT_BLOB: &str = "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) \
+    ON CONFLICT (digest) DO UPDATE SET deleting_at = NULL WHERE blobs.deleting_at IS NOT NULL";
+/// Links a blob; linking it again renews the link, which the collector's grace period counts
+/// from (a client pushing a layer the repository already has is about to reference it).
 pub const INSERT_LINK: &str =
-    "INSERT INTO repo_blobs (repo, digest, linked_at) VALUES ($1, $2, $3) ON CONFLICT (repo, digest) DO NOTHING";
+    "INSERT INTO repo_blobs (repo, digest, linked_at) VALUES ($1, $2, $3) \
+    ON CONFLICT (repo, digest) DO UPDATE SET linked_at = excluded.linked_at";
 pub const LINKED_BLOB: &str =
     "SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest WHERE l.repo = $1 AND l.digest = $2";
 pub const DELETE_LINK: &str = "DELETE FROM repo_blobs WHERE repo = $1 AND digest = $2";
@@ -86,3 +91,76 @@ pub const INSERT_SECRET: &str =
     "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) \
     ON CONFLICT (name) DO NOTHING";
 pub const SECRET: &str = "SELECT value FROM secrets WHERE name = $1";
+
+/// The condition that makes blob `b` garbage at cutoff `$1` (see `garbage_blobs`).
+macro_rules! garbage {
+    () => {
+        "b.deleting_at IS NULL AND b.created_at < $1 \
+        AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.target = b.digest) \
+        AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = b.digest) \
+        AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest AND l.linked_at >= $1)"
+    };
+}
+
+pub const GARBAGE_BLOBS: &str = concat!(
+    "SELECT b.digest, b.size FROM blobs b WHERE ",
+    garbage!(),
+    " ORDER BY b.digest"
+);
+/// Marks blob `$2` deleting at time `$3` if it is garbage at cutoff `$1`.
+pub const MARK_DELETING: &str = concat!(
+    "UPDATE blobs SET deleting_at = $3 WHERE digest = $2 AND digest IN (SELECT b.digest FROM blobs b WHERE b.digest = $2 AND ",
+    garbage!(),
+    ")"
+);
+pub const UNLINK_EVERYWHERE: &str = "DELETE FROM repo_blobs WHERE digest = $1";
+pub const DELETING_BLOBS: &str =
+    "SELECT digest FROM blobs WHERE deleting_at IS NOT NULL ORDER BY digest";
+pub const FORGET_BLOB: &str = "DELETE FROM blobs WHERE digest = $1 AND deleting_at IS NOT NULL";
+pub const PRUNE_LINKS: &str = "DELETE FROM repo_blobs WHERE linked_at < $1 \
+    AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo = repo_blobs.repo AND r.target = repo_blobs.digest) \
+    AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = repo_blobs.repo AND m.digest = repo_blobs.digest)";
+/// Repositories left with nothing (no link, manifest or tag), created before `$1`.
+pub const PRUNE_REPOS: &str = "DELETE FROM repositories WHERE created_at < $1 \
+    AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.repo = repositories.name) \
+    AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = repositories.name) \
+    AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = repositories.name)";
+pub const BLOB_RECORD: &str = "SELECT size FROM blobs WHERE digest = $1";
+pub const BLOB_RECORDS: &str = "SELECT digest, size FROM blobs WHERE deleting_at IS NULL";
+
+pub const STALE_UPLOADS: &str =
+    "SELECT id, repo, offset_bytes, hash_state, created_at, updated_at, ended_at \
+    FROM uploads WHERE ended_at IS NULL AND updated_at < $1";
+pub const FORGET_ENDED_UPLOADS: &str =
+    "DELETE FROM uploads WHERE ended_at IS NOT NULL AND created_at < $1";
+
+pub const RECORD_PULL: &str = "UPDATE manifests SET pulled_at = $3 \
+    WHERE repo = $1 AND digest = $2 AND (pulled_at IS NULL OR pulled_at < $3)";
+
+pub const REPO_MANIFESTS: &str =
+    "SELECT digest, media_type, size, subject, pushed_at, pulled_at FROM manifests WHERE repo = $1";
+pub const REPO_REFS: &str = "SELECT r.manifest, r.target, b.size FROM manifest_refs r \
+    LEFT JOIN blobs b ON b.digest = r.target WHERE r.repo = $1";
+pub const REPO_TAGS: &str = "SELECT name, digest, updated_at FROM tags WHERE repo = $1";
+
+/// Usage: bytes and blobs stored.
+pub const USAGE_TOTAL: &str =
+    "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM blobs WHERE deleting_at IS NULL";
+/// Usage per repository: every repository, its creation time, manifests, last push and pull.
+pub const USAGE_REPOS: &str = "SELECT p.name, p.created_at, COUNT(m.digest), \
+    COALESCE(SUM(m.size), 0), MAX(m.pushed_at), MAX(m.pulled_at) \
+    FROM repositories p LEFT JOIN manifests m ON m.repo = p.name GROUP BY p.name, p.created_at";
+/// Usage per repository: bytes linked here only and linked elsewhere too.
+pub const USAGE_LINKS: &str = "SELECT l.repo, \
+    COALESCE(SUM(CASE WHEN c.n = 1 THEN b.size ELSE 0 END), 0), \
+    COALESCE(SUM(CASE WHEN c.n > 1 THEN b.size ELSE 0 END), 0), COUNT(*) \
+    FROM repo_blobs l JOIN blobs b ON b.digest = l.digest \
+    JOIN (SELECT digest, COUNT(*) AS n FROM repo_blobs GROUP BY digest) c ON c.digest = l.digest \
+    GROUP BY l.repo";
+/// Usage per repository: bytes manifests reference, other than child manifests (which are
+/// counted as manifests).
+pub const USAGE_REFS: &str = "SELECT r.repo, COALESCE(SUM(b.size), 0) FROM manifest_refs r \
+    JOIN blobs b ON b.digest = r.target \
+    WHERE NOT EXISTS (SELECT 1 FROM manifests c WHERE c.repo = r.repo AND c.digest = r.target) \
+    GROUP BY r.repo";
+pub const USAGE_TAGS: &str = "SELECT repo, COUNT(*) FROM tags GROUP BY repo";

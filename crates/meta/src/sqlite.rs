@@ -14,8 +14,8 @@
 
 use crate::sql;
 use crate::{
-    ManifestRecord, MetaError, MetaStore, NewManifest, Page, PutRefusal, Result, UploadRecord,
-    UploadState,
+    ManifestInfo, ManifestRecord, MetaError, MetaStore, NewManifest, Page, PutRefusal,
+    RepoContents, RepoUsage, Result, TagInfo, UploadRecord, UploadState, Usage,
 };
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -129,6 +129,14 @@ impl SqliteMeta {
         rx.await.map_err(|_| closed())?
     }
 
+    async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
+        let row = sqlx::query(sql::REPO_EXISTS)
+            .bind(repo.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Opens the database named by a `sqlite://PATH` URL.
     pub async fn open_url(url: &str) -> Result<SqliteMeta> {
         let path = url
@@ -150,16 +158,12 @@ fn digest_col(row: &SqliteRow, col: &str) -> Result<Digest> {
 }
 
 fn manifest_row(row: &SqliteRow) -> Result<ManifestRecord> {
-    let subject: Option<String> = row.try_get("subject")?;
     Ok(ManifestRecord {
         digest: digest_col(row, "digest")?,
         media_type: row.try_get("media_type")?,
         size: row.try_get::<i64, _>("size")? as u64,
         artifact_type: row.try_get("artifact_type")?,
-        subject: subject
-            .map(|s| s.parse())
-            .transpose()
-            .map_err(|e| MetaError::Corrupt(format!("subject: {e}")))?,
+        subject: opt_digest_col(row, "subject")?,
         config_media_type: row.try_get("config_media_type")?,
         annotations: row.try_get("annotations")?,
         pushed_at: row.try_get("pushed_at")?,
@@ -171,6 +175,17 @@ fn split_names(joined: Option<String>) -> Vec<String> {
     joined
         .map(|j| j.split(',').map(str::to_owned).collect())
         .unwrap_or_default()
+}
+
+fn opt_digest_col(row: &SqliteRow, col: &str) -> Result<Option<Digest>> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| s.parse())
+        .transpose()
+        .map_err(|e| MetaError::Corrupt(format!("{col}: {e}")))
+}
+
+fn u(row: &SqliteRow, col: usize) -> Result<u64> {
+    Ok(row.try_get::<i64, _>(col)?.max(0) as u64)
 }
 
 fn upload_row(row: &SqliteRow) -> Result<UploadState> {
@@ -463,11 +478,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Vec<String>>> {
-        let exists = sqlx::query(sql::REPO_EXISTS)
-            .bind(repo.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        if exists.is_none() {
+        if !self.repo_exists(repo).await? {
             return Ok(None);
         }
         let row = sqlx::query(sql::TAGS)
@@ -565,6 +576,255 @@ impl MetaStore for SqliteMeta {
             Box::pin(async move { end_upload(c, &s).await })
         })
         .await
+    }
+
+    async fn garbage_blobs(&self, cutoff: i64) -> Result<Vec<(Digest, u64)>> {
+        sqlx::query(sql::GARBAGE_BLOBS)
+            .bind(cutoff)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| Ok((digest_col(r, "digest")?, u(r, 1)?)))
+            .collect()
+    }
+
+    async fn mark_deleting(&self, digests: &[Digest], cutoff: i64) -> Result<Vec<Digest>> {
+        let digests = digests.to_vec();
+        self.write(Statements::Several, move |c| {
+            Box::pin(async move {
+                let now = crate::now_millis();
+                let mut marked = Vec::new();
+                for d in digests {
+                    let r = sqlx::query(sql::MARK_DELETING)
+                        .bind(cutoff)
+                        .bind(d.to_string())
+                        .bind(now)
+                        .execute(&mut *c)
+                        .await?;
+                    if r.rows_affected() > 0 {
+                        sqlx::query(sql::UNLINK_EVERYWHERE)
+                            .bind(d.to_string())
+                            .execute(&mut *c)
+                            .await?;
+                        marked.push(d);
+                    }
+                }
+                Ok(marked)
+            })
+        })
+        .await
+    }
+
+    async fn deleting_blobs(&self) -> Result<Vec<Digest>> {
+        sqlx::query(sql::DELETING_BLOBS)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| digest_col(r, "digest"))
+            .collect()
+    }
+
+    async fn forget_blobs(&self, digests: &[Digest]) -> Result<u64> {
+        let digests: Vec<String> = digests.iter().map(Digest::to_string).collect();
+        self.write(Statements::Several, move |c| {
+            Box::pin(async move {
+                let mut n = 0;
+                for d in digests {
+                    n += sqlx::query(sql::FORGET_BLOB)
+                        .bind(d)
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected();
+                }
+                Ok(n)
+            })
+        })
+        .await
+    }
+
+    async fn prune_links(&self, cutoff: i64) -> Result<u64> {
+        self.write(Statements::Several, move |c| {
+            Box::pin(async move {
+                let links = sqlx::query(sql::PRUNE_LINKS)
+                    .bind(cutoff)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                sqlx::query(sql::PRUNE_REPOS)
+                    .bind(cutoff)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(links)
+            })
+        })
+        .await
+    }
+
+    async fn blob_record(&self, digest: &Digest) -> Result<Option<u64>> {
+        sqlx::query(sql::BLOB_RECORD)
+            .bind(digest.to_string())
+            .fetch_optional(&self.reader)
+            .await?
+            .map(|r| u(&r, 0))
+            .transpose()
+    }
+
+    async fn blob_records(&self) -> Result<Vec<(Digest, u64)>> {
+        sqlx::query(sql::BLOB_RECORDS)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| Ok((digest_col(r, "digest")?, u(r, 1)?)))
+            .collect()
+    }
+
+    async fn stale_uploads(&self, before: i64) -> Result<Vec<UploadRecord>> {
+        let rows = sqlx::query(sql::STALE_UPLOADS)
+            .bind(before)
+            .fetch_all(&self.reader)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let UploadState::Open(rec) = upload_row(row)? {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn forget_ended_uploads(&self, before: i64) -> Result<u64> {
+        self.write(Statements::One, move |c| {
+            Box::pin(async move {
+                Ok(sqlx::query(sql::FORGET_ENDED_UPLOADS)
+                    .bind(before)
+                    .execute(c)
+                    .await?
+                    .rows_affected())
+            })
+        })
+        .await
+    }
+
+    async fn record_pulls(&self, pulls: &[(RepoName, Digest, i64)]) -> Result<()> {
+        if pulls.is_empty() {
+            return Ok(());
+        }
+        let pulls: Vec<(String, String, i64)> = pulls
+            .iter()
+            .map(|(r, d, t)| (r.to_string(), d.to_string(), *t))
+            .collect();
+        self.write(Statements::Several, move |c| {
+            Box::pin(async move {
+                for (repo, digest, at) in pulls {
+                    sqlx::query(sql::RECORD_PULL)
+                        .bind(repo)
+                        .bind(digest)
+                        .bind(at)
+                        .execute(&mut *c)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn repository(&self, repo: &RepoName) -> Result<Option<RepoContents>> {
+        if !self.repo_exists(repo).await? {
+            return Ok(None);
+        }
+        let mut out = RepoContents::default();
+        for r in sqlx::query(sql::REPO_MANIFESTS)
+            .bind(repo.as_str())
+            .fetch_all(&self.reader)
+            .await?
+        {
+            out.manifests.push(ManifestInfo {
+                digest: digest_col(&r, "digest")?,
+                media_type: r.try_get("media_type")?,
+                size: u(&r, 2)?,
+                subject: opt_digest_col(&r, "subject")?,
+                pushed_at: r.try_get("pushed_at")?,
+                pulled_at: r.try_get("pulled_at")?,
+            });
+        }
+        for r in sqlx::query(sql::REPO_REFS)
+            .bind(repo.as_str())
+            .fetch_all(&self.reader)
+            .await?
+        {
+            let size: Option<i64> = r.try_get(2)?;
+            out.refs.push((
+                digest_col(&r, "manifest")?,
+                digest_col(&r, "target")?,
+                size.map(|s| s.max(0) as u64),
+            ));
+        }
+        for r in sqlx::query(sql::REPO_TAGS)
+            .bind(repo.as_str())
+            .fetch_all(&self.reader)
+            .await?
+        {
+            out.tags.push(TagInfo {
+                name: r.try_get("name")?,
+                digest: digest_col(&r, "digest")?,
+                updated_at: r.try_get("updated_at")?,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    async fn usage(&self) -> Result<Usage> {
+        use std::collections::BTreeMap;
+        let total = sqlx::query(sql::USAGE_TOTAL)
+            .fetch_one(&self.reader)
+            .await?;
+        let mut repos: BTreeMap<String, RepoUsage> = BTreeMap::new();
+        for r in sqlx::query(sql::USAGE_REPOS)
+            .fetch_all(&self.reader)
+            .await?
+        {
+            let name: String = r.try_get(0)?;
+            repos.insert(
+                name.clone(),
+                RepoUsage {
+                    name,
+                    created_at: r.try_get(1)?,
+                    manifests: u(&r, 2)?,
+                    logical_bytes: u(&r, 3)?,
+                    last_push: r.try_get(4)?,
+                    last_pull: r.try_get(5)?,
+                    ..RepoUsage::default()
+                },
+            );
+        }
+        for r in sqlx::query(sql::USAGE_LINKS)
+            .fetch_all(&self.reader)
+            .await?
+        {
+            if let Some(e) = repos.get_mut(&r.try_get::<String, _>(0)?) {
+                e.unique_bytes = u(&r, 1)?;
+                e.shared_bytes = u(&r, 2)?;
+                e.blobs = u(&r, 3)?;
+            }
+        }
+        for r in sqlx::query(sql::USAGE_REFS).fetch_all(&self.reader).await? {
+            if let Some(e) = repos.get_mut(&r.try_get::<String, _>(0)?) {
+                e.logical_bytes += u(&r, 1)?;
+            }
+        }
+        for r in sqlx::query(sql::USAGE_TAGS).fetch_all(&self.reader).await? {
+            if let Some(e) = repos.get_mut(&r.try_get::<String, _>(0)?) {
+                e.tags = u(&r, 1)?;
+            }
+        }
+        let repositories: Vec<RepoUsage> = repos.into_values().collect();
+        Ok(Usage {
+            physical_bytes: u(&total, 0)?,
+            blobs: u(&total, 1)?,
+            logical_bytes: repositories.iter().map(|r| r.logical_bytes).sum(),
+            repositories,
+        })
     }
 
     async fn secret(&self, name: &str, candidate: &str) -> Result<String> {

@@ -360,4 +360,268 @@ pub async fn run(meta: &dyn MetaStore) {
     let first = meta.secret("test-key", "one").await.expect("secret");
     assert_eq!(first, "one");
     assert_eq!(meta.secret("test-key", "two").await.expect("secret"), "one");
+
+    collection(meta).await;
+    accounting(meta).await;
+}
+
+fn image(repo: &RepoName, d: &Digest, blobs: &[(&Digest, u64)], t: Option<&str>) -> NewManifest {
+    NewManifest {
+        repo: repo.clone(),
+        record: record(d, None, None),
+        blobs: blobs.iter().map(|(d, n)| ((*d).clone(), *n)).collect(),
+        children: vec![],
+        tag: t.map(tag),
+    }
+}
+
+/// Garbage collection: what is garbage, the mark that closes the race with a push, links,
+/// upload expiry.
+async fn collection(meta: &dyn MetaStore) {
+    let r = repo("gc/r");
+    let (kept, loose, shared) = (
+        Digest::sha256(b"gc kept layer"),
+        Digest::sha256(b"gc loose layer"),
+        Digest::sha256(b"gc shared layer"),
+    );
+    let m = Digest::sha256(b"gc manifest");
+    for d in [&kept, &loose, &shared] {
+        meta.link_blob(&r, d, 7).await.expect("link");
+    }
+    meta.put_manifest(&image(&r, &m, &[(&kept, 7), (&shared, 7)], Some("t")))
+        .await
+        .expect("put")
+        .expect("accepted");
+    let past = crate::now_millis() - 60_000;
+    let future = crate::now_millis() + 60_000;
+    let is_garbage = |list: &[(Digest, u64)], d: &Digest| list.iter().any(|(g, _)| g == d);
+
+    // Garbage: unreferenced and last linked before the cutoff; links renew the grace.
+    let g = meta.garbage_blobs(past).await.expect("garbage");
+    assert!(
+        !is_garbage(&g, &loose),
+        "linked after the cutoff: protected"
+    );
+    let g = meta.garbage_blobs(future).await.expect("garbage");
+    assert!(is_garbage(&g, &loose) && !is_garbage(&g, &kept) && !is_garbage(&g, &m));
+    assert!(g.contains(&(loose.clone(), 7)), "with its size");
+
+    // mark_deleting re-checks, so a blob referenced meanwhile is not marked.
+    meta.put_manifest(&image(
+        &r,
+        &Digest::sha256(b"gc manifest 2"),
+        &[(&loose, 7)],
+        None,
+    ))
+    .await
+    .expect("put")
+    .expect("accepted");
+    assert!(meta
+        .mark_deleting(std::slice::from_ref(&loose), future)
+        .await
+        .expect("mark")
+        .is_empty());
+    assert!(meta
+        .delete_manifest(&r, &Digest::sha256(b"gc manifest 2"))
+        .await
+        .expect("delete"));
+    // Marked: unlinked everywhere, so no manifest can take it any more.
+    let marked = meta
+        .mark_deleting(&[loose.clone(), kept.clone()], future)
+        .await
+        .expect("mark");
+    assert_eq!(marked, vec![loose.clone()]);
+    assert_eq!(meta.linked_blob(&r, &loose).await.expect("linked"), None);
+    assert_eq!(
+        meta.put_manifest(&image(&r, &Digest::sha256(b"gc m3"), &[(&loose, 7)], None))
+            .await
+            .expect("put"),
+        Err(PutRefusal::BlobUnknown(loose.clone()))
+    );
+    assert!(meta
+        .deleting_blobs()
+        .await
+        .expect("deleting")
+        .contains(&loose));
+    assert!(!is_garbage(
+        &meta.garbage_blobs(future).await.expect("garbage"),
+        &loose
+    ));
+    assert_eq!(meta.blob_record(&loose).await.expect("record"), Some(7));
+    assert!(!meta
+        .blob_records()
+        .await
+        .expect("records")
+        .iter()
+        .any(|(d, _)| d == &loose));
+    // Linking it again clears the mark; forgetting then spares it.
+    meta.link_blob(&r, &loose, 7).await.expect("link");
+    assert!(!meta
+        .deleting_blobs()
+        .await
+        .expect("deleting")
+        .contains(&loose));
+    assert_eq!(
+        meta.forget_blobs(std::slice::from_ref(&loose))
+            .await
+            .expect("forget"),
+        0
+    );
+    assert_eq!(meta.linked_blob(&r, &loose).await.expect("linked"), Some(7));
+    // Forgetting a marked blob removes its record.
+    assert!(meta.unlink_blob(&r, &loose).await.expect("unlink"));
+    let marked = meta
+        .mark_deleting(std::slice::from_ref(&loose), future)
+        .await
+        .expect("mark");
+    assert_eq!(marked.len(), 1);
+    assert_eq!(meta.forget_blobs(&marked).await.expect("forget"), 1);
+    assert_eq!(meta.blob_record(&loose).await.expect("record"), None);
+
+    // prune_links: links of blobs nothing in their repository references, made before the
+    // cutoff; links that a manifest of the repository uses stay.
+    let other = repo("gc/other");
+    meta.link_blob(&other, &shared, 7).await.expect("link");
+    assert_eq!(meta.prune_links(past).await.expect("prune"), 0);
+    assert!(meta.prune_links(future).await.expect("prune") >= 1);
+    assert_eq!(meta.linked_blob(&other, &shared).await.expect("l"), None);
+    assert_eq!(meta.linked_blob(&r, &shared).await.expect("l"), Some(7));
+    assert_eq!(meta.linked_blob(&r, &m).await.expect("l"), Some(123));
+    // ...and a repository left with nothing goes with its last link.
+    assert!(!meta
+        .repositories(Page::default())
+        .await
+        .expect("repos")
+        .contains(&"gc/other".to_owned()));
+    assert!(meta
+        .repositories(Page::default())
+        .await
+        .expect("repos")
+        .contains(&"gc/r".to_owned()));
+
+    // Uploads: open sessions idle since before the cutoff; tombstones forgotten by age.
+    let idle = UploadRecord {
+        id: "gc-idle".parse().expect("id"),
+        repo: r.clone(),
+        offset: 0,
+        hash_state: None,
+        created_at: 5,
+        updated_at: 5,
+    };
+    assert!(meta.advance_upload(&idle, 3, None).await.expect("advance"));
+    let stale = meta.stale_uploads(future).await.expect("stale");
+    assert!(stale.iter().any(|u| u.id == idle.id && u.offset == 3));
+    assert!(!meta
+        .stale_uploads(past)
+        .await
+        .expect("stale")
+        .iter()
+        .any(|u| u.id == idle.id));
+    assert!(meta
+        .end_upload(&UploadRecord {
+            offset: 3,
+            ..idle.clone()
+        })
+        .await
+        .expect("end"));
+    assert!(
+        !meta
+            .stale_uploads(future)
+            .await
+            .expect("stale")
+            .iter()
+            .any(|u| u.id == idle.id),
+        "ended sessions are not stale"
+    );
+    assert!(meta.forget_ended_uploads(6).await.expect("forget") >= 1);
+    assert_eq!(meta.upload(&idle.id).await.expect("upload"), None);
+}
+
+/// Accounting: bytes stored once, logical bytes, unique and shared per repository, counts,
+/// last push and pull.
+async fn accounting(meta: &dyn MetaStore) {
+    let before = meta.usage().await.expect("usage");
+    let (x, y) = (repo("acct/x"), repo("acct/y"));
+    let (base, top, own) = (
+        Digest::sha256(b"acct base"),
+        Digest::sha256(b"acct top"),
+        Digest::sha256(b"acct own"),
+    );
+    let (mx, my) = (Digest::sha256(b"acct mx"), Digest::sha256(b"acct my"));
+    meta.link_blob(&x, &base, 1000).await.expect("link");
+    meta.link_blob(&x, &top, 100).await.expect("link");
+    meta.link_blob(&y, &base, 1000).await.expect("link");
+    meta.link_blob(&y, &own, 10).await.expect("link");
+    for (r, m, blobs, t) in [
+        (&x, &mx, vec![(&base, 1000), (&top, 100)], "v1"),
+        (&y, &my, vec![(&base, 1000), (&own, 10)], "v1"),
+    ] {
+        meta.put_manifest(&image(r, m, &blobs, Some(t)))
+            .await
+            .expect("put")
+            .expect("accepted");
+    }
+    let after = meta.usage().await.expect("usage");
+    // Stored once: base, top, own, and the two manifests (123 bytes each).
+    assert_eq!(
+        after.physical_bytes - before.physical_bytes,
+        1000 + 100 + 10 + 2 * 123
+    );
+    assert_eq!(after.blobs - before.blobs, 5);
+    // As if nothing were shared: base counted in both images.
+    assert_eq!(
+        after.logical_bytes - before.logical_bytes,
+        (123 + 1000 + 100) + (123 + 1000 + 10)
+    );
+    let ux = after
+        .repositories
+        .iter()
+        .find(|r| r.name == "acct/x")
+        .expect("x listed")
+        .clone();
+    assert_eq!(
+        (ux.unique_bytes, ux.shared_bytes, ux.logical_bytes),
+        (100 + 123, 1000, 123 + 1000 + 100)
+    );
+    assert_eq!((ux.blobs, ux.manifests, ux.tags), (3, 1, 1));
+    assert!(ux.last_push.is_some() && ux.last_pull.is_none());
+
+    // Pulls: the latest time wins.
+    meta.record_pulls(&[(x.clone(), mx.clone(), 50), (x.clone(), mx.clone(), 40)])
+        .await
+        .expect("pulls");
+    meta.record_pulls(&[(x.clone(), mx.clone(), 45)])
+        .await
+        .expect("pulls");
+    let contents = meta.repository(&x).await.expect("repo").expect("exists");
+    assert_eq!(contents.manifests.len(), 1);
+    assert_eq!(contents.manifests[0].pulled_at, Some(50));
+    assert_eq!(contents.tags.len(), 1);
+    assert_eq!(
+        (contents.tags[0].name.as_str(), &contents.tags[0].digest),
+        ("v1", &mx)
+    );
+    let mut refs: Vec<_> = contents
+        .refs
+        .iter()
+        .map(|(_, t, s)| (t.clone(), *s))
+        .collect();
+    refs.sort();
+    let mut want = vec![(base.clone(), Some(1000)), (top.clone(), Some(100))];
+    want.sort();
+    assert_eq!(refs, want);
+    assert!(meta
+        .repository(&repo("acct/none"))
+        .await
+        .expect("repo")
+        .is_none());
+    let ux = meta
+        .usage()
+        .await
+        .expect("usage")
+        .repositories
+        .into_iter()
+        .find(|r| r.name == "acct/x")
+        .expect("x");
+    assert_eq!(ux.last_pull, Some(50));
 }

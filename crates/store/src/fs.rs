@@ -14,7 +14,7 @@
 //! rename into `blobs/` → fsync of the directory. A reader therefore sees no blob or a whole one, and a
 //! crash after the commit returns loses nothing.
 
-use crate::{BlobStore, ByteStream, Durability, Result, StoreError};
+use crate::{BlobEntry, BlobStore, ByteStream, Durability, Result, StoreError};
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, UploadId};
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use tokio::task::spawn_blocking;
 
 /// Appends are gathered into buffers this large before a write: one blocking-pool hop per
@@ -380,6 +381,33 @@ fn create_upload_file(path: &Path) -> io::Result<File> {
     }
 }
 
+/// The files one level below the prefix directories of `dir` (`dir/<prefix>/<name>`), by
+/// name, with their metadata; entries that vanish while listed are skipped.
+fn prefixed_files(dir: &Path) -> io::Result<Vec<(String, std::fs::Metadata)>> {
+    let mut out = Vec::new();
+    for prefix in std::fs::read_dir(dir)? {
+        let prefix = prefix?;
+        if !prefix.file_type()?.is_dir() {
+            continue;
+        }
+        let entries = match std::fs::read_dir(prefix.path()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            other => other?,
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = match entry.metadata() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                other => other?,
+            };
+            if let (true, Some(name)) = (meta.is_file(), entry.file_name().to_str()) {
+                out.push((name.to_owned(), meta));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Renames `from` to `to` durably, unless `to` exists (content-addressed: same bytes).
 fn install(from: &Path, to: &Path) -> io::Result<()> {
     if to.exists() {
@@ -530,26 +558,56 @@ impl BlobStore for FsStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<(Digest, u64)>> {
+    async fn list(&self) -> Result<Vec<BlobEntry>> {
         let root = self.root.join("blobs");
         Ok(blocking(move || {
             let mut out = Vec::new();
             for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-                let dir = root.join(alg.as_str());
-                for prefix in std::fs::read_dir(&dir)? {
-                    for entry in std::fs::read_dir(prefix?.path())? {
-                        let entry = entry?;
-                        let name = entry.file_name();
-                        let parsed = name
-                            .to_str()
-                            .and_then(|n| format!("{}:{n}", alg.as_str()).parse::<Digest>().ok());
-                        if let Some(d) = parsed {
-                            out.push((d, entry.metadata()?.len()));
-                        }
+                for (name, meta) in prefixed_files(&root.join(alg.as_str()))? {
+                    // Anything else in there is not ours to count (or to delete).
+                    if let Ok(digest) = format!("{}:{name}", alg.as_str()).parse::<Digest>() {
+                        out.push(BlobEntry {
+                            digest,
+                            size: meta.len(),
+                            modified: meta.modified()?,
+                        });
                     }
                 }
             }
             Ok(out)
+        })
+        .await?)
+    }
+
+    async fn uploads(&self) -> Result<Vec<(UploadId, SystemTime)>> {
+        let root = self.root.join("uploads");
+        Ok(blocking(move || {
+            let mut out = Vec::new();
+            for (name, meta) in prefixed_files(&root)? {
+                if let Ok(id) = name.parse::<UploadId>() {
+                    out.push((id, meta.modified()?));
+                }
+            }
+            Ok(out)
+        })
+        .await?)
+    }
+
+    async fn purge_temporary(&self, before: SystemTime) -> Result<u64> {
+        let tmp = self.root.join("tmp");
+        Ok(blocking(move || {
+            let mut removed = 0;
+            for entry in std::fs::read_dir(&tmp)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if meta.is_file() && meta.modified()? < before {
+                    match std::fs::remove_file(entry.path()) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                        _ => removed += 1,
+                    }
+                }
+            }
+            Ok(removed)
         })
         .await?)
     }

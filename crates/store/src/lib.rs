@@ -11,6 +11,7 @@ use berth_oci::{Digest, UploadId};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use std::io;
+use std::time::SystemTime;
 
 #[cfg(feature = "fs")]
 pub mod fs;
@@ -33,6 +34,15 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A committed blob as [`BlobStore::list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BlobEntry {
+    pub digest: Digest,
+    pub size: u64,
+    /// When its bytes were written (a blob is immutable afterwards).
+    pub modified: SystemTime,
+}
 
 /// What an append promises about its bytes if the machine crashes right after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +86,20 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes a committed blob; deleting an absent blob is not an error.
     async fn delete(&self, digest: &Digest) -> Result<()>;
 
-    /// Every committed blob with its size, in no particular order (for GC and repair).
-    async fn list(&self) -> Result<Vec<(Digest, u64)>>;
+    /// Every committed blob with its size and when it was written, in no particular order
+    /// (for reconciliation with the metadata).
+    async fn list(&self) -> Result<Vec<BlobEntry>>;
+
+    /// Every upload's scratch space with when it last received bytes, in no particular order
+    /// (for expiring abandoned sessions).
+    async fn uploads(&self) -> Result<Vec<(UploadId, SystemTime)>>;
+
+    /// Removes what interrupted writes left behind outside blobs and uploads (temporary
+    /// files), if last modified before `before`; returns how many. The default keeps none.
+    async fn purge_temporary(&self, before: SystemTime) -> Result<u64> {
+        let _ = before;
+        Ok(0)
+    }
 
     /// Appends `body` at `offset`, which must not exceed the bytes the upload holds (bytes past
     /// `offset`, left by an append whose caller never recorded it, are discarded first; fewer

@@ -1,19 +1,20 @@
 //! An in-process blob store: the same contract as the filesystem store, for domain tests
 //! that want no disk.
 
-use crate::{BlobStore, ByteStream, Durability, Result, StoreError};
+use crate::{BlobEntry, BlobStore, ByteStream, Durability, Result, StoreError};
 use async_trait::async_trait;
 use berth_oci::{Digest, UploadId};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 #[derive(Default)]
 pub struct MemoryStore {
     // A std Mutex: it is never held across an await, and the maps are small.
-    blobs: Mutex<HashMap<Digest, Bytes>>,
-    uploads: Mutex<HashMap<UploadId, Vec<u8>>>,
+    blobs: Mutex<HashMap<Digest, (Bytes, SystemTime)>>,
+    uploads: Mutex<HashMap<UploadId, (Vec<u8>, SystemTime)>>,
 }
 
 impl MemoryStore {
@@ -33,7 +34,7 @@ fn once(b: Bytes) -> ByteStream<'static> {
 #[async_trait]
 impl BlobStore for MemoryStore {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
-        Ok(lock(&self.blobs).get(digest).map(|b| b.len() as u64))
+        Ok(lock(&self.blobs).get(digest).map(|(b, _)| b.len() as u64))
     }
 
     async fn read(
@@ -41,7 +42,7 @@ impl BlobStore for MemoryStore {
         digest: &Digest,
         range: Option<(u64, u64)>,
     ) -> Result<ByteStream<'static>> {
-        let b = lock(&self.blobs)
+        let (b, _) = lock(&self.blobs)
             .get(digest)
             .cloned()
             .ok_or(StoreError::NotFound)?;
@@ -52,7 +53,9 @@ impl BlobStore for MemoryStore {
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        lock(&self.blobs).entry(digest.clone()).or_insert(bytes);
+        lock(&self.blobs)
+            .entry(digest.clone())
+            .or_insert((bytes, SystemTime::now()));
         Ok(())
     }
 
@@ -61,10 +64,21 @@ impl BlobStore for MemoryStore {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<(Digest, u64)>> {
+    async fn list(&self) -> Result<Vec<BlobEntry>> {
         Ok(lock(&self.blobs)
             .iter()
-            .map(|(d, b)| (d.clone(), b.len() as u64))
+            .map(|(d, (b, t))| BlobEntry {
+                digest: d.clone(),
+                size: b.len() as u64,
+                modified: *t,
+            })
+            .collect())
+    }
+
+    async fn uploads(&self) -> Result<Vec<(UploadId, SystemTime)>> {
+        Ok(lock(&self.uploads)
+            .iter()
+            .map(|(id, (_, t))| (id.clone(), *t))
             .collect())
     }
 
@@ -90,21 +104,24 @@ impl BlobStore for MemoryStore {
             data.extend_from_slice(&chunk.map_err(StoreError::Body)?);
         }
         let mut uploads = lock(&self.uploads);
-        let up = uploads.entry(id.clone()).or_default();
+        let (up, at) = uploads
+            .entry(id.clone())
+            .or_insert_with(|| (Vec::new(), SystemTime::now()));
         up.truncate(offset as usize);
         up.extend_from_slice(&data);
+        *at = SystemTime::now();
         Ok(up.len() as u64)
     }
 
     async fn upload_len(&self, id: &UploadId) -> Result<u64> {
         lock(&self.uploads)
             .get(id)
-            .map(|u| u.len() as u64)
+            .map(|(u, _)| u.len() as u64)
             .ok_or(StoreError::NotFound)
     }
 
     async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream<'static>> {
-        let up = lock(&self.uploads)
+        let (up, _) = lock(&self.uploads)
             .get(id)
             .cloned()
             .ok_or(StoreError::NotFound)?;
@@ -112,10 +129,10 @@ impl BlobStore for MemoryStore {
     }
 
     async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64> {
-        let mut up = lock(&self.uploads).remove(id).ok_or(StoreError::NotFound)?;
+        let (mut up, at) = lock(&self.uploads).remove(id).ok_or(StoreError::NotFound)?;
         if (up.len() as u64) < len {
             let actual = up.len() as u64;
-            lock(&self.uploads).insert(id.clone(), up);
+            lock(&self.uploads).insert(id.clone(), (up, at));
             return Err(StoreError::Offset {
                 expected: len,
                 actual,
@@ -124,7 +141,7 @@ impl BlobStore for MemoryStore {
         up.truncate(len as usize);
         lock(&self.blobs)
             .entry(digest.clone())
-            .or_insert_with(|| Bytes::from(up));
+            .or_insert_with(|| (Bytes::from(up), SystemTime::now()));
         Ok(len)
     }
 

@@ -7,6 +7,7 @@ use berth_oci::{Digest, UploadId};
 use bytes::Bytes;
 use futures::StreamExt;
 use std::io;
+use std::time::{Duration, SystemTime};
 
 fn body(parts: &[&'static [u8]]) -> ByteStream<'static> {
     let v: Vec<io::Result<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
@@ -147,7 +148,16 @@ pub async fn run(store: &dyn BlobStore) {
         .put(&small_digest, small.clone())
         .await
         .expect("put again");
-    let mut listed = store.list().await.expect("list");
+    let mut listed: Vec<(Digest, u64)> = store
+        .list()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| {
+            assert!(e.modified <= SystemTime::now(), "written in the past");
+            (e.digest, e.size)
+        })
+        .collect();
     listed.sort();
     let mut expected = vec![
         (digest.clone(), 30),
@@ -219,11 +229,17 @@ pub async fn run(store: &dyn BlobStore) {
     );
     store.abort(&id3).await.expect("abort");
 
-    // abort: removes scratch space; absent upload is fine.
+    // abort: removes scratch space; absent upload is fine. uploads lists scratch spaces
+    // (never committed blobs) with when they last received bytes.
+    let before = SystemTime::now() - Duration::from_secs(1);
     store
         .append(&id, 0, body(&[b"x"]), Durable)
         .await
         .expect("append");
+    let scratch = store.uploads().await.expect("uploads");
+    assert_eq!(scratch.len(), 1, "{scratch:?}");
+    assert_eq!(scratch[0].0, id);
+    assert!(scratch[0].1 >= before);
     store.abort(&id).await.expect("abort");
     store.abort(&id).await.expect("abort again");
     assert!(matches!(
@@ -244,4 +260,7 @@ pub async fn run(store: &dyn BlobStore) {
     );
     assert_eq!(store.upload_len(&id).await.expect("len"), 1);
     store.abort(&id).await.expect("abort");
+    assert!(store.uploads().await.expect("uploads").is_empty());
+    // purge_temporary leaves nothing newer than it is told.
+    assert_eq!(store.purge_temporary(before).await.expect("purge"), 0);
 }

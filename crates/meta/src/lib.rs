@@ -205,6 +205,18 @@ pub trait MetaStore: Send + Sync + 'static {
     /// `None` when the repository does not exist.
     async fn repository(&self, repo: &RepoName) -> Result<Option<RepoContents>>;
 
+    /// Deletes tag `tag` of `repo` only if it still points at `digest`; `false` otherwise.
+    async fn delete_tag_at(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<bool>;
+
+    /// Deletes a manifest as [`MetaStore::delete_manifest`] does, only if no tag points at
+    /// it and no manifest of the repository references it (as a child of an index); `false`
+    /// otherwise.
+    async fn delete_untagged_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
+
+    /// Manifests pushed before `before` whose subject is not (or no longer) stored in their
+    /// repository, by repository.
+    async fn orphan_referrers(&self, before: i64) -> Result<Vec<(RepoName, Digest)>>;
+
     /// Storage figures, all from records: bytes stored once, and per repository.
     async fn usage(&self) -> Result<Usage>;
 

@@ -164,3 +164,13 @@ pub const USAGE_REFS: &str = "SELECT r.repo, COALESCE(SUM(b.size), 0) FROM manif
     WHERE NOT EXISTS (SELECT 1 FROM manifests c WHERE c.repo = r.repo AND c.digest = r.target) \
     GROUP BY r.repo";
 pub const USAGE_TAGS: &str = "SELECT repo, COUNT(*) FROM tags GROUP BY repo";
+
+pub const DELETE_TAG_AT: &str = "DELETE FROM tags WHERE repo = $1 AND name = $2 AND digest = $3";
+/// Deletes manifest `$2` of `$1` if no tag points at it and no manifest references it.
+pub const DELETE_UNTAGGED: &str = "DELETE FROM manifests WHERE repo = $1 AND digest = $2 \
+    AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = $1 AND t.digest = $2) \
+    AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo = $1 AND r.target = $2)";
+pub const ORPHAN_REFERRERS: &str = "SELECT m.repo, m.digest FROM manifests m \
+    WHERE m.subject IS NOT NULL AND m.pushed_at < $1 \
+    AND NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = m.repo AND s.digest = m.subject) \
+    ORDER BY m.repo, m.digest";

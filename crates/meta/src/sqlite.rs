@@ -129,6 +129,35 @@ impl SqliteMeta {
         rx.await.map_err(|_| closed())?
     }
 
+    /// Deletes a manifest's row with `statement` (binds: repo, digest) and, if that deleted
+    /// it, its tags, references and the link to its own blob, in one transaction.
+    async fn remove_manifest(
+        &self,
+        statement: &'static str,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<bool> {
+        let (repo, d) = (repo.to_string(), digest.to_string());
+        self.write(Statements::Several, move |c| {
+            Box::pin(async move {
+                let r = sqlx::query(statement)
+                    .bind(&repo)
+                    .bind(&d)
+                    .execute(&mut *c)
+                    .await?;
+                if r.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                // The manifest's own bytes stop being visible in the repository with it.
+                for q in [sql::DELETE_TAGS_OF, sql::DELETE_REFS, sql::DELETE_LINK] {
+                    sqlx::query(q).bind(&repo).bind(&d).execute(&mut *c).await?;
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
+
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
         let row = sqlx::query(sql::REPO_EXISTS)
             .bind(repo.as_str())
@@ -451,25 +480,8 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let (repo, d) = (repo.to_string(), digest.to_string());
-        self.write(Statements::Several, move |c| {
-            Box::pin(async move {
-                let r = sqlx::query(sql::DELETE_MANIFEST)
-                    .bind(&repo)
-                    .bind(&d)
-                    .execute(&mut *c)
-                    .await?;
-                if r.rows_affected() == 0 {
-                    return Ok(false);
-                }
-                // The manifest's own bytes stop being visible in the repository with it.
-                for q in [sql::DELETE_TAGS_OF, sql::DELETE_REFS, sql::DELETE_LINK] {
-                    sqlx::query(q).bind(&repo).bind(&d).execute(&mut *c).await?;
-                }
-                Ok(true)
-            })
-        })
-        .await
+        self.remove_manifest(sql::DELETE_MANIFEST, repo, digest)
+            .await
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
@@ -772,6 +784,35 @@ impl MetaStore for SqliteMeta {
             });
         }
         Ok(Some(out))
+    }
+
+    async fn delete_tag_at(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<bool> {
+        self.changes(
+            sql::DELETE_TAG_AT,
+            vec![repo.to_string(), tag.to_string(), digest.to_string()],
+        )
+        .await
+    }
+
+    async fn delete_untagged_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        self.remove_manifest(sql::DELETE_UNTAGGED, repo, digest)
+            .await
+    }
+
+    async fn orphan_referrers(&self, before: i64) -> Result<Vec<(RepoName, Digest)>> {
+        sqlx::query(sql::ORPHAN_REFERRERS)
+            .bind(before)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| {
+                let repo: String = r.try_get("repo")?;
+                let repo = repo
+                    .parse()
+                    .map_err(|e| MetaError::Corrupt(format!("repo: {e}")))?;
+                Ok((repo, digest_col(r, "digest")?))
+            })
+            .collect()
     }
 
     async fn usage(&self) -> Result<Usage> {

@@ -362,6 +362,7 @@ pub async fn run(meta: &dyn MetaStore) {
     assert_eq!(meta.secret("test-key", "two").await.expect("secret"), "one");
 
     collection(meta).await;
+    retention(meta).await;
     accounting(meta).await;
 }
 
@@ -535,6 +536,75 @@ async fn collection(meta: &dyn MetaStore) {
     );
     assert!(meta.forget_ended_uploads(6).await.expect("forget") >= 1);
     assert_eq!(meta.upload(&idle.id).await.expect("upload"), None);
+}
+
+/// What retention deletes with: conditional deletes, orphaned referrers.
+async fn retention(meta: &dyn MetaStore) {
+    let r = repo("ret/r");
+    let layer = Digest::sha256(b"ret layer");
+    meta.link_blob(&r, &layer, 3).await.expect("link");
+    let (m1, m2, child, index) = (
+        Digest::sha256(b"ret m1"),
+        Digest::sha256(b"ret m2"),
+        Digest::sha256(b"ret child"),
+        Digest::sha256(b"ret index"),
+    );
+    for (m, t) in [(&m1, Some("one")), (&m2, None), (&child, None)] {
+        meta.put_manifest(&image(&r, m, &[(&layer, 3)], t))
+            .await
+            .expect("put")
+            .expect("accepted");
+    }
+    let mut idx = image(&r, &index, &[], None);
+    idx.children = vec![child.clone()];
+    meta.put_manifest(&idx)
+        .await
+        .expect("put")
+        .expect("accepted");
+
+    // delete_tag_at: only while the tag still points there.
+    assert!(!meta
+        .delete_tag_at(&r, &tag("one"), &m2)
+        .await
+        .expect("delete tag at"));
+    // delete_untagged_manifest: refused while tagged or a child, done when neither.
+    assert!(!meta
+        .delete_untagged_manifest(&r, &m1)
+        .await
+        .expect("delete untagged"));
+    assert!(!meta
+        .delete_untagged_manifest(&r, &child)
+        .await
+        .expect("delete untagged"));
+    assert!(meta
+        .delete_tag_at(&r, &tag("one"), &m1)
+        .await
+        .expect("delete tag at"));
+    assert!(meta
+        .delete_untagged_manifest(&r, &m1)
+        .await
+        .expect("delete untagged"));
+    assert!(meta
+        .manifest(&r, &Reference::Digest(m1.clone()))
+        .await
+        .expect("manifest")
+        .is_none());
+    assert_eq!(meta.linked_blob(&r, &m1).await.expect("linked"), None);
+
+    // orphan_referrers: a referrer whose subject is gone, pushed before the cutoff.
+    let sig = Digest::sha256(b"ret sig");
+    meta.put_manifest(&NewManifest {
+        record: record(&sig, Some(&m2), None),
+        ..image(&r, &sig, &[], None)
+    })
+    .await
+    .expect("put")
+    .expect("accepted");
+    let orphans = |before| async move { meta.orphan_referrers(before).await.expect("orphans") };
+    assert!(orphans(i64::MAX).await.is_empty(), "its subject is stored");
+    assert!(meta.delete_manifest(&r, &m2).await.expect("delete"));
+    assert_eq!(orphans(i64::MAX).await, vec![(r.clone(), sig.clone())]);
+    assert!(orphans(0).await.is_empty(), "pushed after the cutoff");
 }
 
 /// Accounting: bytes stored once, logical bytes, unique and shared per repository, counts,

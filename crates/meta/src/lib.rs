@@ -254,8 +254,9 @@ pub struct RepoContents {
     pub tags: Vec<TagInfo>,
 }
 
-/// Storage figures of one repository.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Storage figures of one repository. (Serialized without its times, which reports show in
+/// their own format.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RepoUsage {
     pub name: String,
     /// Bytes of blobs linked here and in no other repository: freed if it were deleted.
@@ -268,8 +269,11 @@ pub struct RepoUsage {
     pub blobs: u64,
     pub manifests: u64,
     pub tags: u64,
+    #[serde(skip)]
     pub created_at: i64,
+    #[serde(skip)]
     pub last_push: Option<i64>,
+    #[serde(skip)]
     pub last_pull: Option<i64>,
 }
 

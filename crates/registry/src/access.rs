@@ -149,6 +149,15 @@ pub struct Policy {
     admin_groups: Vec<String>,
 }
 
+/// A repository glob: `*` stays within one path component, `**` crosses them.
+pub(crate) fn repo_glob(pattern: &str) -> Result<GlobMatcher, String> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("repository glob {pattern:?}: {e}"))
+}
+
 impl Policy {
     /// A policy from rules, groups (group → members) and the admins (users and groups).
     /// Fails on an invalid glob, naming it.
@@ -163,13 +172,7 @@ impl Policy {
             let globs = rule
                 .repositories
                 .iter()
-                .map(|g| {
-                    GlobBuilder::new(g)
-                        .literal_separator(true)
-                        .build()
-                        .map(|g| g.compile_matcher())
-                        .map_err(|e| format!("repository glob {g:?}: {e}"))
-                })
+                .map(|g| repo_glob(g))
                 .collect::<Result<_, _>>()?;
             compiled.push(Compiled { rule, globs });
         }

@@ -76,9 +76,13 @@ impl Registry {
         };
         let body = match body {
             Err(berth_store::StoreError::NotFound) => {
+                // A collection may have taken it since it was looked up; then it is unknown.
+                if self.meta.linked_blob(repo, digest).await?.is_none() {
+                    return Err(Error::blob_unknown(digest));
+                }
                 return Err(Error::Internal(format!(
                     "blob {digest} is linked in {repo} but missing from the store"
-                )))
+                )));
             }
             other => other?,
         };
@@ -104,6 +108,9 @@ impl Registry {
         from: Option<&RepoName>,
     ) -> Result<Mount> {
         if let Some(from) = from {
+            // Checked and linked under the digest's lock: a collection cannot take the blob
+            // between the two (see `gc`).
+            let _blob = self.digests.lock(digest).await;
             if let Some(size) = self.meta.linked_blob(from, digest).await? {
                 // The link is only as good as the bytes behind it.
                 if self.blobs.stat(digest).await?.is_some() {

@@ -8,6 +8,10 @@
 //! - [`manifests`]: manifest push (validation and reference checks), pull and delete.
 //! - [`listing`]: tags, catalog and referrers.
 //! - [`cache`]: manifest bytes by digest, and what tags and digests resolve to.
+//! - [`retention`]: which tags and manifests a collection deletes, by policy.
+//! - [`usage`]: storage accounting from metadata, and pull times.
+//! - `locks`: one writer per upload session, one committer or collector per digest.
+//! - [`gc`]: online garbage collection and reconciliation with the blob store.
 //! - [`error`]: the domain error, which knows its spec error code.
 
 use berth_meta::MetaStore;
@@ -18,10 +22,14 @@ pub mod access;
 pub mod blobs;
 pub mod cache;
 pub mod error;
+pub mod gc;
 mod ids;
 pub mod listing;
+mod locks;
 pub mod manifests;
+pub mod retention;
 pub mod uploads;
+pub mod usage;
 
 pub use berth_store::ByteStream;
 pub use error::{Error, Result};
@@ -37,8 +45,13 @@ pub struct Options {
     pub default_catalog_page: u64,
     /// Bytes of manifests kept in memory for GETs.
     pub manifest_cache_bytes: usize,
-    /// An upload session that has received nothing for this long is unknown.
+    /// An upload session that has received nothing for this long is unknown, and expired
+    /// by the next collection.
     pub upload_expiry: std::time::Duration,
+    /// How long a collection spares unreferenced blobs (counted from their last link).
+    pub gc_grace: std::time::Duration,
+    /// Retention rules, the first matching a repository applying to it.
+    pub retention: Vec<retention::Rule>,
 }
 
 impl Default for Options {
@@ -49,6 +62,8 @@ impl Default for Options {
             default_catalog_page: 1_000,
             manifest_cache_bytes: 8 << 20,
             upload_expiry: std::time::Duration::from_secs(24 * 3600),
+            gc_grace: std::time::Duration::from_secs(24 * 3600),
+            retention: Vec::new(),
         }
     }
 }
@@ -59,10 +74,13 @@ pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     meta: Arc<dyn MetaStore>,
     opts: Arc<Options>,
-    locks: Arc<uploads::UploadLocks>,
+    uploads: Arc<locks::KeyedLocks<berth_oci::UploadId>>,
+    digests: Arc<locks::KeyedLocks<berth_oci::Digest>>,
     manifests: Arc<cache::ManifestCache>,
     resolved: Arc<cache::ResolveCache>,
     ids: Arc<ids::IdKey>,
+    pulls: Arc<usage::PullLog>,
+    gc_running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Registry {
@@ -85,10 +103,13 @@ impl Registry {
             blobs,
             meta,
             opts: Arc::new(opts),
-            locks: Arc::default(),
+            uploads: Arc::default(),
+            digests: Arc::default(),
             manifests,
             resolved: Arc::default(),
             ids: Arc::new(ids),
+            pulls: Arc::default(),
+            gc_running: Arc::default(),
         })
     }
 

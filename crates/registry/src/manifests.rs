@@ -90,8 +90,11 @@ impl Registry {
             tag,
         };
         // Bytes first, durable, then the facts: a crash in between leaves only an orphan blob.
+        // Both under the digest's lock, so that a collection never deletes the bytes between.
+        let blob = self.digests.lock(&digest).await;
         self.blobs.put(&digest, body).await?;
         let put = self.meta.put_manifest(&new).await;
+        drop(blob);
         self.resolved.invalidate();
         match put? {
             Ok(()) => Ok(Pushed { digest, subject: new.record.subject }),
@@ -146,6 +149,7 @@ impl Registry {
         accept: &[&str],
     ) -> Result<StoredManifest> {
         let record = self.manifest_record(repo, reference, accept).await?;
+        self.pulls.note(repo, &record.digest);
         if let Some(body) = self.manifests.get(&record.digest) {
             return Ok(StoredManifest { record, body });
         }

@@ -16,39 +16,9 @@ use berth_oci::range::ChunkRange;
 use berth_oci::{Algorithm, Digest, DigestHasher, ErrorCode, RepoName, UploadId};
 use berth_store::{ByteStream, Durability};
 use futures::{Stream, StreamExt, TryStreamExt};
-use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-
-/// One writer per upload session at a time: a second request on a busy session is refused
-/// rather than queued, since two writers at one offset cannot both be right.
-#[derive(Default)]
-pub struct UploadLocks {
-    // A std Mutex: held only to look up or insert, never across an await.
-    map: Mutex<HashMap<UploadId, Weak<tokio::sync::Mutex<()>>>>,
-}
-
-impl UploadLocks {
-    fn try_lock(&self, id: &UploadId) -> Option<tokio::sync::OwnedMutexGuard<()>> {
-        let lock = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            if map.len() > 1024 {
-                map.retain(|_, w| w.strong_count() > 0);
-            }
-            match map.get(id).and_then(Weak::upgrade) {
-                Some(l) => l,
-                None => {
-                    let l = Arc::new(tokio::sync::Mutex::new(()));
-                    map.insert(id.clone(), Arc::downgrade(&l));
-                    l
-                }
-            }
-        };
-        lock.try_lock_owned().ok()
-    }
-}
 
 /// What the client said about a chunk's length.
 #[derive(Debug, Clone, Copy, Default)]
@@ -158,7 +128,9 @@ impl Registry {
         chunk: ChunkInfo,
         body: ByteStream<'_>,
     ) -> Result<UploadRecord> {
-        let _guard = self.locks.try_lock(id).ok_or_else(lock_busy)?;
+        // One writer per session: a second request on a busy session is refused rather
+        // than queued, since two writers at one offset cannot both be right.
+        let _guard = self.uploads.try_lock(id).ok_or_else(lock_busy)?;
         let rec = self.upload_status(repo, id).await?;
         let expected = expected_len(&rec, chunk)?;
         let (rec, _) = self
@@ -177,7 +149,9 @@ impl Registry {
         chunk: ChunkInfo,
         body: Option<ByteStream<'_>>,
     ) -> Result<u64> {
-        let _guard = self.locks.try_lock(id).ok_or_else(lock_busy)?;
+        // One writer per session: a second request on a busy session is refused rather
+        // than queued, since two writers at one offset cannot both be right.
+        let _guard = self.uploads.try_lock(id).ok_or_else(lock_busy)?;
         let rec = self.upload_status(repo, id).await?;
         // The session ends here, so a last chunk's offset and midstate are not recorded: if
         // the digest is wrong, the session stays as it was before this request.
@@ -200,6 +174,9 @@ impl Registry {
             )
             .with_detail(serde_json::json!({ "expected": digest, "actual": actual })));
         }
+        // Committed and linked under the digest's lock, so that a collection never deletes
+        // the bytes between the two (see `gc`).
+        let _blob = self.digests.lock(digest).await;
         let size = self.blobs.commit(&rec.id, digest, rec.offset).await?;
         self.meta.finish_upload(&rec, digest, size).await?;
         Ok(size)
@@ -226,7 +203,9 @@ impl Registry {
 
     /// Cancels a session (DELETE) and frees its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
-        let _guard = self.locks.try_lock(id).ok_or_else(lock_busy)?;
+        // One writer per session: a second request on a busy session is refused rather
+        // than queued, since two writers at one offset cannot both be right.
+        let _guard = self.uploads.try_lock(id).ok_or_else(lock_busy)?;
         let rec = self.upload_status(repo, id).await?;
         self.meta.end_upload(&rec).await?;
         self.blobs.abort(&rec.id).await?;

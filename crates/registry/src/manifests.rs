@@ -94,6 +94,13 @@ impl Registry {
         let blob = self.digests.lock(&digest).await;
         self.blobs.put(&digest, body).await?;
         let put = self.meta.put_manifest(&new).await;
+        if !matches!(put, Ok(Ok(()))) {
+            // Refused (or failed): bytes nothing records would stay on disk until a
+            // reconciliation; take them back now, unless the same manifest is stored already.
+            if let Ok(None) = self.meta.blob_record(&digest).await {
+                self.blobs.delete(&digest).await.ok();
+            }
+        }
         drop(blob);
         self.resolved.invalidate();
         match put? {

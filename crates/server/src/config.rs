@@ -16,6 +16,70 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub tls: Option<TlsConfig>,
+    pub gc: GcConfig,
+    pub retention: Vec<RetentionConfig>,
+}
+
+/// A duration: seconds, or text like `90s`, `1h 30m`, `7d`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum DurationText {
+    Secs(u64),
+    Text(String),
+}
+
+impl DurationText {
+    pub fn get(&self) -> anyhow::Result<std::time::Duration> {
+        match self {
+            DurationText::Secs(s) => Ok(std::time::Duration::from_secs(*s)),
+            DurationText::Text(t) => crate::admin::duration(t).with_context(|| {
+                format!("{t:?} is not a duration like 3600, \"90s\", \"1h\" or \"7d\"")
+            }),
+        }
+    }
+}
+
+/// Garbage collection and reconciliation schedules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// Time between scheduled collections; 0 turns them off (`POST /api/v1/gc` still works).
+    pub interval: DurationText,
+    /// How long unreferenced blobs (and referrers whose subject is gone) are spared,
+    /// counted from their last link or push.
+    pub grace_period: DurationText,
+    /// Time between scheduled reconciliations of records and blob files; 0 turns them off.
+    pub reconcile_interval: DurationText,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval: DurationText::Text("1h".into()),
+            grace_period: DurationText::Text("24h".into()),
+            reconcile_interval: DurationText::Text("24h".into()),
+        }
+    }
+}
+
+/// A retention rule: what collections delete in the repositories its globs match (the first
+/// matching rule applies).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub repositories: Vec<String>,
+    /// Keep the N most recently pushed tags (of those the rule considers).
+    pub keep_last: Option<usize>,
+    /// Delete tags pushed longer ago than this (with `keep_last`: only beyond the N kept).
+    pub older_than: Option<DurationText>,
+    /// Only tags this regex matches (whole tag) are considered.
+    pub match_tags: Option<String>,
+    /// Tags this regex matches (whole tag) are never deleted.
+    pub protect_tags: Option<String>,
+    /// Delete manifests with no tag (no child of an index, no referrer) pushed this long ago.
+    pub untagged_after: Option<DurationText>,
+    /// Report what the rule would delete, delete nothing.
+    pub dry_run: bool,
 }
 
 /// Authentication and access rules. Off (everybody may do everything) until users exist:
@@ -274,6 +338,8 @@ impl Config {
         if self.auth.token_ttl_secs == 0 || self.auth.login_refill_secs == 0 {
             bail!("auth.token_ttl_secs and auth.login_refill_secs must be positive");
         }
+        self.registry_options()?;
+        self.schedules()?;
         let url = self.database_url();
         if !url.starts_with("sqlite:") {
             bail!("database.url {url:?} is not supported: use sqlite://PATH");
@@ -297,14 +363,56 @@ impl Config {
         }
     }
 
-    pub fn registry_options(&self) -> berth_registry::Options {
-        berth_registry::Options {
+    /// The domain's options; fails on an invalid duration, glob or regex, naming it.
+    pub fn registry_options(&self) -> anyhow::Result<berth_registry::Options> {
+        let mut retention = Vec::new();
+        for (i, r) in self.retention.iter().enumerate() {
+            let d = |d: &Option<DurationText>, what: &str| {
+                d.as_ref()
+                    .map(|d| {
+                        d.get()
+                            .with_context(|| format!("retention rule {}: {what}", i + 1))
+                    })
+                    .transpose()
+            };
+            let spec = berth_registry::retention::RuleSpec {
+                repositories: r.repositories.clone(),
+                keep_last: r.keep_last,
+                older_than: d(&r.older_than, "older_than")?,
+                match_tags: r.match_tags.clone(),
+                protect_tags: r.protect_tags.clone(),
+                untagged_after: d(&r.untagged_after, "untagged_after")?,
+                dry_run: r.dry_run,
+            };
+            retention.push(
+                berth_registry::retention::Rule::new(spec)
+                    .map_err(|e| anyhow::anyhow!("retention rule {}: {e}", i + 1))?,
+            );
+        }
+        Ok(berth_registry::Options {
             max_manifest_bytes: self.limits.max_manifest_bytes,
             max_page: self.limits.max_page,
             default_catalog_page: self.limits.default_catalog_page,
             manifest_cache_bytes: self.limits.manifest_cache_bytes,
             upload_expiry: std::time::Duration::from_secs(self.limits.upload_expiry_secs),
-        }
+            gc_grace: self.gc.grace_period.get().context("gc.grace_period")?,
+            retention,
+        })
+    }
+
+    /// Time between scheduled collections and between reconciliations (`None`: off).
+    pub fn schedules(
+        &self,
+    ) -> anyhow::Result<(Option<std::time::Duration>, Option<std::time::Duration>)> {
+        let on = |d: std::time::Duration| (!d.is_zero()).then_some(d);
+        Ok((
+            on(self.gc.interval.get().context("gc.interval")?),
+            on(self
+                .gc
+                .reconcile_interval
+                .get()
+                .context("gc.reconcile_interval")?),
+        ))
     }
 }
 
@@ -337,6 +445,21 @@ mod tests {
         assert!(Config::parse("[[auth.rules]]\nactions = [\"fly\"]").is_err());
         assert!(Config::parse("[[auth.issuers]]\nissuer = \"x\"\naudience = \"y\"").is_err());
         assert!(Config::parse("[tls]\ncert = \"c\"").is_err());
+        assert!(Config::parse("[gc]\ninterval = \"soon\"").is_err());
+        assert!(
+            Config::parse("[[retention]]\nkeep_last = 3").is_err(),
+            "no repositories"
+        );
+        assert!(
+            Config::parse("[[retention]]\nrepositories = [\"a\"]\nmatch_tags = \"(\"").is_err()
+        );
+        assert!(
+            Config::parse("[[retention]]\nrepositories = [\"a\"]\nolder_than = \"a while\"")
+                .is_err()
+        );
+        let c = Config::parse("[gc]\ninterval = 0\ngrace_period = \"90s\"\n[[retention]]\nrepositories = [\"ci/**\"]\nkeep_last = 3\nolder_than = \"7d\"").unwrap();
+        assert_eq!(c.schedules().unwrap().0, None);
+        assert_eq!(c.registry_options().unwrap().gc_grace.as_secs(), 90);
         assert!(Config::parse("").is_ok());
     }
 }

@@ -27,6 +27,7 @@ pub struct AppState {
     pub registry: Registry,
     pub metrics: Option<PrometheusHandle>,
     pub auth: Arc<Auth>,
+    pub storage: Arc<metrics::StorageGauges>,
 }
 
 /// Who is asking, for the handlers whose answer depends on it (catalog, mounts).
@@ -56,7 +57,7 @@ fn empty(status: StatusCode) -> Response {
     r
 }
 
-fn json_response(value: &impl serde::Serialize, content_type: &'static str) -> Response {
+pub(crate) fn json_response(value: &impl serde::Serialize, content_type: &'static str) -> Response {
     let text = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());
     let mut r = Response::new(Body::from(text));
     r.headers_mut()
@@ -85,10 +86,10 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
 }
 
 /// Query parameters; a known parameter given twice is ambiguous and refused.
-struct Query(Vec<(String, String)>);
+pub(crate) struct Query(pub(crate) Vec<(String, String)>);
 
 impl Query {
-    fn of(req: &Request) -> Query {
+    pub(crate) fn of(req: &Request) -> Query {
         Query(
             form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
                 .into_owned()
@@ -96,7 +97,7 @@ impl Query {
         )
     }
 
-    fn one(&self, key: &str, code: ErrorCode) -> Result<Option<&str>> {
+    pub(crate) fn one(&self, key: &str, code: ErrorCode) -> Result<Option<&str>> {
         let mut it = self.0.iter().filter(|(k, _)| k == key);
         let first = it.next().map(|(_, v)| v.as_str());
         if it.next().is_some() {
@@ -109,7 +110,7 @@ impl Query {
         Ok(first)
     }
 
-    fn number(&self, key: &str) -> Result<Option<u64>> {
+    pub(crate) fn number(&self, key: &str) -> Result<Option<u64>> {
         match self.one(key, ErrorCode::Unsupported)? {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
@@ -227,7 +228,7 @@ async fn admit(
 }
 
 /// The client's address.
-fn peer(req: &Request) -> IpAddr {
+pub(crate) fn peer(req: &Request) -> IpAddr {
     req.extensions()
         .get::<ConnectInfo<ConnInfo>>()
         .map(|c| c.0.remote.ip())
@@ -235,7 +236,7 @@ fn peer(req: &Request) -> IpAddr {
 }
 
 /// This server as the client addressed it (`http://host:port`), for the token realm.
-fn base_url(req: &Request) -> String {
+pub(crate) fn base_url(req: &Request) -> String {
     let tls = req
         .extensions()
         .get::<ConnectInfo<ConnInfo>>()
@@ -624,7 +625,8 @@ pub async fn token(State(app): State<AppState>, req: Request) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics_page(State(app): State<AppState>) -> Response {
-    let text = app.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let mut text = app.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    text.push_str(&app.storage.render());
     let mut r = Response::new(Body::from(text));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,20 +1,24 @@
 //! The HTTP front of the registry. It parses requests, calls the domain, and writes
 //! responses; it picks the storage backends from the configuration.
 //!
+//! - [`admin`]: Berth's administration API (collection, reconciliation, usage).
 //! - [`auth`]: who the caller is and what they may do; the token endpoint.
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`dispatch`]: the `/v2/` path parser (repository names contain `/`).
 //! - [`handlers`]: one thin handler per endpoint.
+//! - [`jobs`]: scheduled work: pull times, storage gauges, collection, reconciliation.
 //! - [`error`]: the only mapping from errors to responses.
 //! - [`metrics`]: Prometheus metrics and the per-request log line.
 //! - [`sendfile`]: connections that send blob files with sendfile(2).
 //! - [`tls`]: TLS connections, with certificates reloaded when their files change.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod handlers;
+pub mod jobs;
 pub mod metrics;
 pub mod sendfile;
 pub mod tls;
@@ -55,7 +59,7 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
     let meta = berth_meta::sqlite::SqliteMeta::open_url(&url)
         .await
         .with_context(|| format!("opening database {url}"))?;
-    Registry::open(Arc::new(store), Arc::new(meta), config.registry_options())
+    Registry::open(Arc::new(store), Arc::new(meta), config.registry_options()?)
         .await
         .context("opening the registry")
 }
@@ -68,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/{*rest}", any(handlers::v2))
         .route("/metrics", get(handlers::metrics_page))
         .route("/token", get(handlers::token).post(handlers::token))
+        .route("/api/v1/{*rest}", any(admin::api))
         .with_state(state)
         .layer(axum::middleware::from_fn(
             |req, next: axum::middleware::Next| async move {
@@ -95,10 +100,14 @@ pub async fn serve(
     if auth.is_on() {
         tracing::info!("authentication on: token endpoint at /token");
     }
+    let storage = Arc::new(metrics::StorageGauges::default());
+    let (gc, reconcile) = config.schedules()?;
+    let _jobs = jobs::start(&registry, &storage, gc, reconcile);
     let app = app(AppState {
         registry,
         metrics,
         auth,
+        storage,
     });
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
     match &config.tls {

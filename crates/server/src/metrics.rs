@@ -113,3 +113,94 @@ pub async fn track(State(()): State<()>, req: Request, next: Next) -> Response {
     );
     response
 }
+
+/// Storage gauges, rendered from the latest usage report. Written as text next to the
+/// recorder's output rather than through it: a deleted repository's gauges must vanish, and
+/// the recorder can only set a gauge, never remove one.
+#[derive(Default)]
+pub struct StorageGauges {
+    text: std::sync::RwLock<String>,
+}
+
+impl StorageGauges {
+    pub fn update(&self, u: &berth_registry::usage::UsageReport) {
+        use std::fmt::Write;
+        let mut t = String::new();
+        let mut gauge =
+            |name: &str, help: &str, values: &mut dyn Iterator<Item = (String, f64)>| {
+                let _ = writeln!(t, "# HELP {name} {help}\n# TYPE {name} gauge");
+                for (labels, v) in values {
+                    let _ = writeln!(t, "{name}{labels} {v}");
+                }
+            };
+        let totals = [
+            (
+                "berth_storage_physical_bytes",
+                "Bytes stored, each blob once",
+                u.physical_bytes as f64,
+            ),
+            (
+                "berth_storage_logical_bytes",
+                "Bytes of every image as if nothing were shared",
+                u.logical_bytes as f64,
+            ),
+            (
+                "berth_storage_dedup_ratio",
+                "Logical bytes over physical bytes",
+                u.dedup_ratio,
+            ),
+            ("berth_storage_blobs", "Blobs stored", u.blobs as f64),
+            (
+                "berth_repositories",
+                "Repositories",
+                u.repository_count as f64,
+            ),
+        ];
+        for (name, help, v) in totals {
+            gauge(name, help, &mut std::iter::once((String::new(), v)));
+        }
+        type Figure = fn(&berth_meta::RepoUsage) -> u64;
+        let per_repo: [(&str, &str, Figure); 5] = [
+            (
+                "berth_repository_unique_bytes",
+                "Bytes only this repository uses (freed if it were deleted)",
+                |r| r.unique_bytes,
+            ),
+            (
+                "berth_repository_shared_bytes",
+                "Bytes this repository shares with others",
+                |r| r.shared_bytes,
+            ),
+            (
+                "berth_repository_logical_bytes",
+                "Bytes of this repository's images as if nothing were shared",
+                |r| r.logical_bytes,
+            ),
+            (
+                "berth_repository_manifests",
+                "Manifests in this repository",
+                |r| r.manifests,
+            ),
+            ("berth_repository_tags", "Tags in this repository", |r| {
+                r.tags
+            }),
+        ];
+        for (name, help, f) in per_repo {
+            gauge(
+                name,
+                help,
+                &mut u.repositories.iter().map(|r| {
+                    (
+                        format!("{{repository=\"{}\"}}", r.figures.name),
+                        f(&r.figures) as f64,
+                    )
+                }),
+            );
+        }
+        *self.text.write().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    pub fn render(&self) -> String {
+        self.text.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}

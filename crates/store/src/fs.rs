@@ -599,7 +599,11 @@ impl BlobStore for FsStore {
             let mut removed = 0;
             for entry in std::fs::read_dir(&tmp)? {
                 let entry = entry?;
-                let meta = entry.metadata()?;
+                // A put renames its temporary file away at any moment.
+                let meta = match entry.metadata() {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    other => other?,
+                };
                 if meta.is_file() && meta.modified()? < before {
                     match std::fs::remove_file(entry.path()) {
                         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

@@ -57,6 +57,8 @@ pub enum Need {
     Entry,
     /// An action on a repository.
     Repo(RepoName, Action),
+    /// The administration API.
+    Admin,
 }
 
 /// The state of authentication: off, or users, rules, tokens and the login throttle.
@@ -271,6 +273,13 @@ impl Auth {
                     Err(self.unauthorized(base, None, false))
                 }
             }
+            Need::Admin if self.is_admin(caller) => Ok(()),
+            Need::Admin if caller.presented => Err(ApiError::status(
+                ErrorCode::Denied,
+                403,
+                format!("{} is not an administrator", caller.who.name()),
+            )),
+            Need::Admin => Err(self.unauthorized(base, None, false)),
             Need::Repo(repo, action) => {
                 if self.allowed(caller, repo.as_str()).has(*action) {
                     return Ok(());

@@ -5,6 +5,7 @@ mod e2e {
     pub mod auth;
     pub mod cli;
     pub mod clients;
+    pub mod gc;
     pub mod harness;
     pub mod images;
     pub mod listing;

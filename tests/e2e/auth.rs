@@ -672,3 +672,37 @@ async fn external_issuer_tokens_by_pem_key_and_jwks() {
         assert_eq!(status(t).await, StatusCode::UNAUTHORIZED, "{what}");
     }
 }
+
+/// The administration API: admins only; others are told to log in (401) or refused (403).
+#[tokio::test]
+async fn admin_api_is_for_admins_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = spawn(dir.path(), "");
+    let call = |user: Option<&str>, method: Method, path: &str| {
+        let r = reg.client.request(method, reg.url(path));
+        let r = match user {
+            Some(u) => r.basic_auth(u, Some(format!("{u}-pw"))),
+            None => r,
+        };
+        async move { r.send().await.unwrap() }
+    };
+    for (method, path) in [
+        (Method::GET, "/api/v1/usage"),
+        (Method::GET, "/api/v1/repositories"),
+        (Method::POST, "/api/v1/gc?dry_run=true"),
+        (Method::POST, "/api/v1/reconcile?dry_run=true"),
+    ] {
+        let r = call(None, method.clone(), path).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        assert!(r.headers().contains_key("www-authenticate"));
+        let r = call(Some("alice"), method.clone(), path).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(error_code(r).await, "DENIED");
+        let r = call(Some("root"), method.clone(), path).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    let r = call(Some("root"), Method::GET, "/api/v1/nothing").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = call(Some("root"), Method::DELETE, "/api/v1/gc").await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}

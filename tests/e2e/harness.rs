@@ -234,3 +234,12 @@ pub fn raw_request(addr: &str, request_line_and_headers: &str, body: &[u8]) -> (
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     (status, body)
 }
+
+/// The URL of a `Link: <URL>; rel="next"` header value.
+pub fn link_target(link: &str) -> String {
+    link.trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}

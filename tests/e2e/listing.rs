@@ -1,6 +1,6 @@
 //! Listings: tags with pagination (end-8a, end-8b) and the catalog.
 
-use crate::e2e::harness::{expect_error, header, TestRegistry, OCI_MANIFEST};
+use crate::e2e::harness::{expect_error, header, link_target, TestRegistry, OCI_MANIFEST};
 use crate::e2e::images::ImageBuilder;
 use reqwest::StatusCode;
 
@@ -86,12 +86,7 @@ async fn catalog_is_sorted_and_paginated() {
     let (p1, link) = tags(&reg, "/v2/_catalog?n=2").await;
     assert_eq!(p1, sorted[..2]);
     assert!(link.contains("/v2/_catalog?n=2&last="), "{link}");
-    let next = link
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap()
-        .to_owned();
+    let next = link_target(&link);
     let (p2, _) = tags(&reg, &next).await;
     assert_eq!(p2, sorted[2..4]);
 }

@@ -259,7 +259,7 @@ async fn gc_in_a_loop_never_breaks_an_acknowledged_push() {
         })
     };
     const PUSHERS: u64 = 4;
-    const ITERATIONS: u64 = 300;
+    const ITERATIONS: u64 = 500;
     let mut pushers = Vec::new();
     for p in 0..PUSHERS {
         let (reg, pool, refused) = (reg.clone(), pool.clone(), refused.clone());

@@ -172,8 +172,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// clears the mark.
     async fn mark_deleting(&self, digests: &[Digest], cutoff: i64) -> Result<Vec<Digest>>;
 
-    /// Blobs marked deleting, including those a collection left marked when it stopped.
-    async fn deleting_blobs(&self) -> Result<Vec<Digest>>;
+    /// Blobs marked deleting, with their sizes, including those a collection left marked
+    /// when it stopped.
+    async fn deleting_blobs(&self) -> Result<Vec<(Digest, u64)>>;
 
     /// Forgets the blobs of `digests` that are still marked deleting (their bytes are gone);
     /// returns how many.

@@ -115,7 +115,7 @@ pub const MARK_DELETING: &str = concat!(
 );
 pub const UNLINK_EVERYWHERE: &str = "DELETE FROM repo_blobs WHERE digest = $1";
 pub const DELETING_BLOBS: &str =
-    "SELECT digest FROM blobs WHERE deleting_at IS NOT NULL ORDER BY digest";
+    "SELECT digest, size FROM blobs WHERE deleting_at IS NOT NULL ORDER BY digest";
 pub const FORGET_BLOB: &str = "DELETE FROM blobs WHERE digest = $1 AND deleting_at IS NOT NULL";
 pub const PRUNE_LINKS: &str = "DELETE FROM repo_blobs WHERE linked_at < $1 \
     AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo = repo_blobs.repo AND r.target = repo_blobs.digest) \

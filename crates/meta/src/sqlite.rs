@@ -158,6 +158,19 @@ impl SqliteMeta {
         .await
     }
 
+    /// Runs a query whose rows are (digest, size).
+    async fn digest_sizes(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> Result<Vec<(Digest, u64)>> {
+        query
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| Ok((digest_col(r, "digest")?, u(r, 1)?)))
+            .collect()
+    }
+
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
         let row = sqlx::query(sql::REPO_EXISTS)
             .bind(repo.as_str())
@@ -213,6 +226,12 @@ fn opt_digest_col(row: &SqliteRow, col: &str) -> Result<Option<Digest>> {
         .map_err(|e| MetaError::Corrupt(format!("{col}: {e}")))
 }
 
+fn repo_col(row: &SqliteRow, col: &str) -> Result<RepoName> {
+    let s: String = row.try_get(col)?;
+    s.parse()
+        .map_err(|e| MetaError::Corrupt(format!("{col}: {e}")))
+}
+
 fn u(row: &SqliteRow, col: usize) -> Result<u64> {
     Ok(row.try_get::<i64, _>(col)?.max(0) as u64)
 }
@@ -222,14 +241,11 @@ fn upload_row(row: &SqliteRow) -> Result<UploadState> {
         return Ok(UploadState::Ended);
     }
     let id: String = row.try_get("id")?;
-    let repo: String = row.try_get("repo")?;
     Ok(UploadState::Open(UploadRecord {
         id: id
             .parse()
             .map_err(|e| MetaError::Corrupt(format!("upload id: {e}")))?,
-        repo: repo
-            .parse()
-            .map_err(|e| MetaError::Corrupt(format!("upload repo: {e}")))?,
+        repo: repo_col(row, "repo")?,
         offset: row.try_get::<i64, _>("offset_bytes")? as u64,
         hash_state: row.try_get("hash_state")?,
         created_at: row.try_get("created_at")?,
@@ -591,13 +607,8 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn garbage_blobs(&self, cutoff: i64) -> Result<Vec<(Digest, u64)>> {
-        sqlx::query(sql::GARBAGE_BLOBS)
-            .bind(cutoff)
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(|r| Ok((digest_col(r, "digest")?, u(r, 1)?)))
-            .collect()
+        self.digest_sizes(sqlx::query(sql::GARBAGE_BLOBS).bind(cutoff))
+            .await
     }
 
     async fn mark_deleting(&self, digests: &[Digest], cutoff: i64) -> Result<Vec<Digest>> {
@@ -627,13 +638,8 @@ impl MetaStore for SqliteMeta {
         .await
     }
 
-    async fn deleting_blobs(&self) -> Result<Vec<Digest>> {
-        sqlx::query(sql::DELETING_BLOBS)
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(|r| digest_col(r, "digest"))
-            .collect()
+    async fn deleting_blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        self.digest_sizes(sqlx::query(sql::DELETING_BLOBS)).await
     }
 
     async fn forget_blobs(&self, digests: &[Digest]) -> Result<u64> {
@@ -682,12 +688,7 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn blob_records(&self) -> Result<Vec<(Digest, u64)>> {
-        sqlx::query(sql::BLOB_RECORDS)
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(|r| Ok((digest_col(r, "digest")?, u(r, 1)?)))
-            .collect()
+        self.digest_sizes(sqlx::query(sql::BLOB_RECORDS)).await
     }
 
     async fn stale_uploads(&self, before: i64) -> Result<Vec<UploadRecord>> {
@@ -805,13 +806,7 @@ impl MetaStore for SqliteMeta {
             .fetch_all(&self.reader)
             .await?
             .iter()
-            .map(|r| {
-                let repo: String = r.try_get("repo")?;
-                let repo = repo
-                    .parse()
-                    .map_err(|e| MetaError::Corrupt(format!("repo: {e}")))?;
-                Ok((repo, digest_col(r, "digest")?))
-            })
+            .map(|r| Ok((repo_col(r, "repo")?, digest_col(r, "digest")?)))
             .collect()
     }
 

@@ -77,6 +77,13 @@ impl Actions {
         Actions::of(list.split(',').filter_map(|a| Action::parse(a.trim())))
     }
 
+    /// The union of several lists (a rule's or a token grant's `actions`).
+    pub fn parse_each<S: AsRef<str>>(lists: &[S]) -> Actions {
+        lists
+            .iter()
+            .fold(Actions::NONE, |a, l| a.or(Actions::parse(l.as_ref())))
+    }
+
     pub fn has(self, a: Action) -> bool {
         self.0 & a.bit() != 0
     }

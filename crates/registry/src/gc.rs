@@ -21,7 +21,7 @@
 
 use crate::retention::{Deleted, RetentionReport};
 use crate::usage::rfc3339;
-use crate::{Registry, Result};
+use crate::{millis, Registry, Result};
 use berth_meta::UploadState;
 use berth_oci::{Digest, UploadId};
 use serde::Serialize;
@@ -90,8 +90,11 @@ pub struct SizeMismatch {
     pub actual: u64,
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+/// The time `d` ago (the epoch if that is before it).
+fn ago(d: Duration) -> SystemTime {
+    SystemTime::now()
+        .checked_sub(d)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 impl Registry {
@@ -111,24 +114,22 @@ impl Registry {
         } = self.apply_retention(now, dry).await?;
         manifests_deleted.extend(self.delete_orphan_referrers(cutoff, dry).await?);
 
-        let mut blobs = Vec::new();
-        let mut links_pruned = 0;
-        if dry {
-            blobs = self
-                .meta
-                .garbage_blobs(cutoff)
-                .await?
+        let (blobs, links_pruned) = if dry {
+            let garbage = self.meta.garbage_blobs(cutoff).await?;
+            let blobs = garbage
                 .into_iter()
                 .map(|(digest, size)| BlobGone { digest, size })
                 .collect();
+            (blobs, 0)
         } else {
-            links_pruned = self.meta.prune_links(cutoff).await?;
-            blobs.extend(self.finish_interrupted_sweep().await?);
+            let pruned = self.meta.prune_links(cutoff).await?;
+            let mut blobs = self.finish_interrupted_sweep().await?;
             let garbage = self.meta.garbage_blobs(cutoff).await?;
             for batch in garbage.chunks(SWEEP_BATCH) {
                 blobs.extend(self.sweep(batch, cutoff).await?);
             }
-        }
+            (blobs, pruned)
+        };
         let (uploads_expired, temporary_files_removed) = self.expire_uploads(dry).await?;
         let report = GcReport {
             dry_run: dry,
@@ -167,13 +168,7 @@ impl Registry {
             for (repo, digest) in orphans {
                 if dry || self.meta.delete_manifest(&repo, &digest).await? {
                     any = true;
-                    out.push(Deleted {
-                        repository: repo.to_string(),
-                        digest,
-                        tag: None,
-                        reason: "subject missing",
-                        dry_run: dry,
-                    });
+                    out.push(Deleted::new(&repo, &digest, None, "subject missing", dry));
                 }
             }
             self.resolved.invalidate();
@@ -184,55 +179,60 @@ impl Registry {
         Ok(out)
     }
 
-    /// Marks and deletes one batch of garbage, under the digests' locks.
-    async fn sweep(&self, batch: &[(Digest, u64)], cutoff: i64) -> Result<Vec<BlobGone>> {
-        let mut digests: Vec<&Digest> = batch.iter().map(|(d, _)| d).collect();
-        // One order for every multi-digest locker; pushes take one digest at a time.
-        digests.sort();
-        let mut guards = Vec::with_capacity(digests.len());
-        for d in &digests {
+    /// Takes the locks of `digests` in one order (digest order), which every caller locking
+    /// several keeps; pushes take one digest at a time.
+    async fn lock_all(&self, digests: &[&Digest]) -> Vec<crate::locks::KeyGuard> {
+        let mut sorted = digests.to_vec();
+        sorted.sort();
+        let mut guards = Vec::with_capacity(sorted.len());
+        for d in sorted {
             guards.push(self.digests.lock(d).await);
         }
+        guards
+    }
+
+    /// Marks and deletes one batch of garbage, under the digests' locks.
+    async fn sweep(&self, batch: &[(Digest, u64)], cutoff: i64) -> Result<Vec<BlobGone>> {
+        let digests: Vec<&Digest> = batch.iter().map(|(d, _)| d).collect();
+        let _guards = self.lock_all(&digests).await;
         let list: Vec<Digest> = digests.into_iter().cloned().collect();
         let marked = self.meta.mark_deleting(&list, cutoff).await?;
-        self.remove_marked(&marked).await?;
         let marked: HashSet<&Digest> = marked.iter().collect();
-        Ok(batch
-            .iter()
-            .filter(|(d, _)| marked.contains(d))
-            .map(|(d, s)| BlobGone {
-                digest: d.clone(),
-                size: *s,
-            })
-            .collect())
+        self.remove_marked(batch.iter().filter(|(d, _)| marked.contains(d)))
+            .await
     }
 
     /// Deletes the bytes of blobs marked deleting, then their records. A blob whose bytes
     /// cannot be deleted stays marked, and the next run tries again.
-    async fn remove_marked(&self, marked: &[Digest]) -> Result<()> {
-        for d in marked {
-            self.blobs.delete(d).await?;
+    async fn remove_marked<'a>(
+        &self,
+        marked: impl Iterator<Item = &'a (Digest, u64)>,
+    ) -> Result<Vec<BlobGone>> {
+        let mut gone = Vec::new();
+        for (digest, size) in marked {
+            self.blobs.delete(digest).await?;
+            gone.push(BlobGone {
+                digest: digest.clone(),
+                size: *size,
+            });
         }
-        self.meta.forget_blobs(marked).await?;
-        Ok(())
+        let digests: Vec<Digest> = gone.iter().map(|b| b.digest.clone()).collect();
+        self.meta.forget_blobs(&digests).await?;
+        Ok(gone)
     }
 
     /// Finishes what an interrupted run marked.
     async fn finish_interrupted_sweep(&self) -> Result<Vec<BlobGone>> {
-        let mut out = Vec::new();
-        for d in self.meta.deleting_blobs().await? {
-            let _blob = self.digests.lock(&d).await;
-            let Some(size) = self.meta.blob_record(&d).await? else {
-                continue;
-            };
-            // Re-read under the lock: a push may have stored it again and cleared the mark.
-            if !self.meta.deleting_blobs().await?.contains(&d) {
-                continue;
-            }
-            self.remove_marked(std::slice::from_ref(&d)).await?;
-            out.push(BlobGone { digest: d, size });
+        let listed = self.meta.deleting_blobs().await?;
+        if listed.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let digests: Vec<&Digest> = listed.iter().map(|(d, _)| d).collect();
+        let _guards = self.lock_all(&digests).await;
+        // Read again under the locks: a push may have stored one again and cleared its mark.
+        let still = self.meta.deleting_blobs().await?;
+        self.remove_marked(still.iter().filter(|b| listed.contains(b)))
+            .await
     }
 
     /// Ends sessions idle for longer than the upload expiry and frees their bytes, frees
@@ -242,9 +242,7 @@ impl Registry {
     async fn expire_uploads(&self, dry: bool) -> Result<(u64, u64)> {
         let expiry = self.opts.upload_expiry;
         let before = berth_meta::now_millis().saturating_sub(millis(expiry));
-        let before_time = SystemTime::now()
-            .checked_sub(expiry)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let before_time = ago(expiry);
         let mut expired: HashSet<UploadId> = HashSet::new();
         for rec in self.meta.stale_uploads(before).await? {
             if dry {
@@ -289,9 +287,7 @@ impl Registry {
     pub async fn reconcile(&self, req: GcRequest) -> Result<ReconcileReport> {
         let started = Instant::now();
         let grace = req.grace.unwrap_or(self.opts.gc_grace);
-        let young = SystemTime::now()
-            .checked_sub(grace)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let young = ago(grace);
         let files = self.blobs.list().await?;
         let records: std::collections::HashMap<Digest, u64> =
             self.meta.blob_records().await?.into_iter().collect();

@@ -34,6 +34,11 @@ pub mod usage;
 pub use berth_store::ByteStream;
 pub use error::{Error, Result};
 
+/// A duration in milliseconds, as the metadata keeps times.
+pub(crate) fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Settings the domain needs; the server builds them from its configuration.
 #[derive(Debug, Clone)]
 pub struct Options {

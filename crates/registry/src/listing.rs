@@ -85,11 +85,12 @@ impl Registry {
                 .await?;
             let exhausted = (names.len() as u64) < batch;
             scanned += names.len();
+            // Read only once the whole batch is consumed (a cut page returns first).
+            cursor = names.last().cloned();
             for name in names {
                 if kept.len() as u64 > n {
                     break;
                 }
-                cursor = Some(name.clone());
                 if visible(&name) {
                     kept.push(name);
                 }

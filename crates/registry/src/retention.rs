@@ -11,7 +11,7 @@
 //! where it did, a manifest only while untagged), so a push racing the run wins.
 
 use crate::access::repo_glob;
-use crate::{Registry, Result};
+use crate::{millis, Registry, Result};
 use berth_meta::RepoContents;
 use berth_oci::{Digest, RepoName, Tag};
 use globset::GlobMatcher;
@@ -107,10 +107,6 @@ impl Rule {
     }
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// Something a collection deleted (or, in a dry run, would delete).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Deleted {
@@ -123,6 +119,24 @@ pub struct Deleted {
     pub reason: &'static str,
     /// Only reported: the rule (or the run) is a dry run.
     pub dry_run: bool,
+}
+
+impl Deleted {
+    pub(crate) fn new(
+        repo: &RepoName,
+        digest: &Digest,
+        tag: Option<&str>,
+        reason: &'static str,
+        dry_run: bool,
+    ) -> Deleted {
+        Deleted {
+            repository: repo.to_string(),
+            digest: digest.clone(),
+            tag: tag.map(str::to_owned),
+            reason,
+            dry_run,
+        }
+    }
 }
 
 /// What retention did in one run.
@@ -168,13 +182,7 @@ impl Registry {
         dry: bool,
         report: &mut RetentionReport,
     ) -> Result<()> {
-        let entry = |digest: &Digest, tag: Option<&str>, reason| Deleted {
-            repository: repo.to_string(),
-            digest: digest.clone(),
-            tag: tag.map(str::to_owned),
-            reason,
-            dry_run: dry,
-        };
+        let entry = |digest, tag, reason| Deleted::new(repo, digest, tag, reason, dry);
         let mut gone_tags = HashSet::new();
         for (t, reason) in rule.doomed_tags(contents, now) {
             let Ok(tag) = t.name.parse::<Tag>() else {
@@ -243,13 +251,13 @@ impl Registry {
             .filter(|m| m.subject.as_ref() == Some(subject))
         {
             if dry || self.meta.delete_manifest(repo, &r.digest).await? {
-                report.manifests_deleted.push(Deleted {
-                    repository: repo.to_string(),
-                    digest: r.digest.clone(),
-                    tag: None,
-                    reason: "subject deleted",
-                    dry_run: dry,
-                });
+                report.manifests_deleted.push(Deleted::new(
+                    repo,
+                    &r.digest,
+                    None,
+                    "subject deleted",
+                    dry,
+                ));
                 Box::pin(self.delete_referrers(repo, contents, &r.digest, dry, report, depth + 1))
                     .await?;
             }

@@ -79,26 +79,24 @@ fn lock_busy() -> Error {
 }
 
 impl Registry {
+    /// The session's lock: one writer per session, and a second request on a busy session
+    /// is refused rather than queued, since two writers at one offset cannot both be right.
+    fn lock_session(&self, id: &UploadId) -> Result<crate::locks::KeyGuard> {
+        self.uploads.try_lock(id).ok_or_else(lock_busy)
+    }
+
     /// Opens a new upload session in `repo`. Nothing is written until it receives bytes.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadRecord> {
         let now = berth_meta::now_millis();
         let id = self.ids.issue(repo, now).map_err(Error::Internal)?;
-        Ok(UploadRecord {
-            id,
-            repo: repo.clone(),
-            offset: 0,
-            hash_state: None,
-            created_at: now,
-            updated_at: now,
-        })
+        Ok(unrecorded(id, repo, now))
     }
 
     /// The session `id` of `repo`, or `BLOB_UPLOAD_UNKNOWN`: unknown when it was not issued
     /// for `repo`, has ended, or has received nothing for longer than the expiry.
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
         let expired = |t: i64| {
-            let expiry = i64::try_from(self.opts.upload_expiry.as_millis()).unwrap_or(i64::MAX);
-            berth_meta::now_millis().saturating_sub(t) > expiry
+            berth_meta::now_millis().saturating_sub(t) > crate::millis(self.opts.upload_expiry)
         };
         match self.meta.upload(id).await? {
             Some(UploadState::Open(rec)) if &rec.repo == repo && !expired(rec.updated_at) => {
@@ -106,14 +104,7 @@ impl Registry {
             }
             Some(_) => Err(Error::upload_unknown()),
             None => match self.ids.verify(repo, id) {
-                Some(created) if !expired(created) => Ok(UploadRecord {
-                    id: id.clone(),
-                    repo: repo.clone(),
-                    offset: 0,
-                    hash_state: None,
-                    created_at: created,
-                    updated_at: created,
-                }),
+                Some(created) if !expired(created) => Ok(unrecorded(id.clone(), repo, created)),
                 _ => Err(Error::upload_unknown()),
             },
         }
@@ -128,9 +119,7 @@ impl Registry {
         chunk: ChunkInfo,
         body: ByteStream<'_>,
     ) -> Result<UploadRecord> {
-        // One writer per session: a second request on a busy session is refused rather
-        // than queued, since two writers at one offset cannot both be right.
-        let _guard = self.uploads.try_lock(id).ok_or_else(lock_busy)?;
+        let _guard = self.lock_session(id)?;
         let rec = self.upload_status(repo, id).await?;
         let expected = expected_len(&rec, chunk)?;
         let (rec, _) = self
@@ -149,10 +138,19 @@ impl Registry {
         chunk: ChunkInfo,
         body: Option<ByteStream<'_>>,
     ) -> Result<u64> {
-        // One writer per session: a second request on a busy session is refused rather
-        // than queued, since two writers at one offset cannot both be right.
-        let _guard = self.uploads.try_lock(id).ok_or_else(lock_busy)?;
+        let _guard = self.lock_session(id)?;
         let rec = self.upload_status(repo, id).await?;
+        self.finish(rec, digest, chunk, body).await
+    }
+
+    /// Finishes the session `rec` (whose lock the caller holds).
+    async fn finish(
+        &self,
+        rec: UploadRecord,
+        digest: &Digest,
+        chunk: ChunkInfo,
+        body: Option<ByteStream<'_>>,
+    ) -> Result<u64> {
         // The session ends here, so a last chunk's offset and midstate are not recorded: if
         // the digest is wrong, the session stays as it was before this request.
         let (rec, hasher) = match body {
@@ -190,22 +188,23 @@ impl Registry {
         chunk: ChunkInfo,
         body: ByteStream<'_>,
     ) -> Result<u64> {
+        // A session made here and known to nobody else: nothing to look up before finishing.
         let rec = self.start_upload(repo).await?;
-        let result = self
-            .finish_upload(repo, &rec.id, digest, chunk, Some(body))
-            .await;
+        let id = rec.id.clone();
+        let result = {
+            let _guard = self.lock_session(&id)?;
+            self.finish(rec, digest, chunk, Some(body)).await
+        };
         if result.is_err() {
             // Nobody knows this session's id and it was never recorded: only its bytes remain.
-            self.blobs.abort(&rec.id).await.ok();
+            self.blobs.abort(&id).await.ok();
         }
         result
     }
 
     /// Cancels a session (DELETE) and frees its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
-        // One writer per session: a second request on a busy session is refused rather
-        // than queued, since two writers at one offset cannot both be right.
-        let _guard = self.uploads.try_lock(id).ok_or_else(lock_busy)?;
+        let _guard = self.lock_session(id)?;
         let rec = self.upload_status(repo, id).await?;
         self.meta.end_upload(&rec).await?;
         self.blobs.abort(&rec.id).await?;
@@ -282,6 +281,18 @@ impl Registry {
             )));
         }
         Ok(h)
+    }
+}
+
+/// A session opened at `at` that holds nothing yet, as its signed id alone describes it.
+fn unrecorded(id: UploadId, repo: &RepoName, at: i64) -> UploadRecord {
+    UploadRecord {
+        id,
+        repo: repo.clone(),
+        offset: 0,
+        hash_state: None,
+        created_at: at,
+        updated_at: at,
     }
 }
 

@@ -7,7 +7,7 @@
 //! which the server calls every few seconds and before every report.
 
 use crate::{Error, Registry, Result};
-use berth_meta::{RepoContents, RepoUsage};
+use berth_meta::{ManifestInfo, RepoContents, RepoUsage};
 use berth_oci::{Digest, RepoName};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -63,7 +63,7 @@ pub struct UsageReport {
 pub struct RepoFigures {
     #[serde(flatten)]
     pub figures: RepoUsage,
-    pub created_at: Option<String>,
+    pub created_at: String,
     pub last_push: Option<String>,
     pub last_pull: Option<String>,
 }
@@ -76,7 +76,7 @@ pub struct TagFigures {
     pub media_type: String,
     /// The manifest with everything it references (an index with its images).
     pub size: u64,
-    pub pushed_at: Option<String>,
+    pub pushed_at: String,
     pub last_pull: Option<String>,
 }
 
@@ -182,37 +182,42 @@ fn bad_sort(key: SortKey, what: &str) -> Error {
     )
 }
 
-/// The size of manifest `digest` with everything it references, children of an index
-/// included (each counted once per parent, as a pull would fetch them).
-fn image_size(
-    contents: &RepoContents,
-    digest: &Digest,
-    memo: &mut HashMap<Digest, u64>,
-    depth: u8,
-) -> u64 {
-    if let Some(s) = memo.get(digest) {
-        return *s;
-    }
-    let own = contents
-        .manifests
-        .iter()
-        .find(|m| &m.digest == digest)
-        .map(|m| m.size)
-        .unwrap_or(0);
-    let mut total = own;
-    for (m, target, size) in &contents.refs {
-        if m != digest {
-            continue;
+/// Image sizes in one repository: each manifest with everything it references, children
+/// of an index included (each counted once per parent, as a pull would fetch them).
+struct Sizes<'c> {
+    manifests: HashMap<&'c Digest, &'c ManifestInfo>,
+    refs: HashMap<&'c Digest, Vec<(&'c Digest, Option<u64>)>>,
+    memo: HashMap<&'c Digest, u64>,
+}
+
+impl<'c> Sizes<'c> {
+    fn new(contents: &'c RepoContents) -> Sizes<'c> {
+        let mut refs: HashMap<&Digest, Vec<_>> = HashMap::new();
+        for (m, target, size) in &contents.refs {
+            refs.entry(m).or_default().push((target, *size));
         }
-        let is_manifest = contents.manifests.iter().any(|x| &x.digest == target);
-        total += if is_manifest && depth < 8 {
-            image_size(contents, target, memo, depth + 1)
-        } else {
-            size.unwrap_or(0)
-        };
+        Sizes {
+            manifests: contents.manifests.iter().map(|m| (&m.digest, m)).collect(),
+            refs,
+            memo: HashMap::new(),
+        }
     }
-    memo.insert(digest.clone(), total);
-    total
+
+    fn of(&mut self, digest: &'c Digest, depth: u8) -> u64 {
+        if let Some(s) = self.memo.get(digest) {
+            return *s;
+        }
+        let mut total = self.manifests.get(digest).map(|m| m.size).unwrap_or(0);
+        for (target, size) in self.refs.get(digest).cloned().unwrap_or_default() {
+            total += if self.manifests.contains_key(target) && depth < 8 {
+                self.of(target, depth + 1)
+            } else {
+                size.unwrap_or(0)
+            };
+        }
+        self.memo.insert(digest, total);
+        total
+    }
 }
 
 impl Registry {
@@ -239,23 +244,14 @@ impl Registry {
         })
     }
 
-    /// Repositories with their figures, sorted and paged; `visible` filters them (by what
-    /// the caller may see).
-    pub async fn repositories_page(
-        &self,
-        req: ListRequest,
-        visible: impl Fn(&str) -> bool,
-    ) -> Result<Paged<RepoFigures>> {
+    /// Repositories with their figures, sorted and paged.
+    pub async fn repositories_page(&self, req: ListRequest) -> Result<Paged<RepoFigures>> {
         self.flush_pulls().await?;
-        let repos: Vec<RepoUsage> = self
+        let rows = self
             .meta
             .usage()
             .await?
             .repositories
-            .into_iter()
-            .filter(|r| visible(&r.name))
-            .collect();
-        let rows = repos
             .into_iter()
             .map(|r| {
                 let key = match req.sort {
@@ -290,13 +286,13 @@ impl Registry {
             .repository(repo)
             .await?
             .ok_or_else(|| Error::name_unknown(repo))?;
-        let mut memo = HashMap::new();
+        let mut sizes = Sizes::new(&contents);
         let rows = contents
             .tags
             .iter()
             .map(|t| {
-                let m = contents.manifests.iter().find(|m| m.digest == t.digest);
-                let size = image_size(&contents, &t.digest, &mut memo, 0);
+                let m = sizes.manifests.get(&t.digest).copied();
+                let size = sizes.of(&t.digest, 0);
                 let pulled = m.and_then(|m| m.pulled_at);
                 let key = match req.sort {
                     SortKey::Size => (size, 0),
@@ -309,7 +305,7 @@ impl Registry {
                     digest: t.digest.clone(),
                     media_type: m.map(|m| m.media_type.clone()).unwrap_or_default(),
                     size,
-                    pushed_at: Some(rfc3339(t.updated_at)),
+                    pushed_at: rfc3339(t.updated_at),
                     last_pull: pulled.map(rfc3339),
                 };
                 (fig, t.name.clone(), key)
@@ -321,7 +317,7 @@ impl Registry {
 
 fn figures(r: RepoUsage) -> RepoFigures {
     RepoFigures {
-        created_at: Some(rfc3339(r.created_at)),
+        created_at: rfc3339(r.created_at),
         last_push: r.last_push.map(rfc3339),
         last_pull: r.last_pull.map(rfc3339),
         figures: r,

@@ -8,6 +8,7 @@
 //! - `GET /api/v1/repositories?sort=&order=&page=&per_page=`: repositories with figures.
 //! - `GET /api/v1/repositories/NAME/tags?sort=&order=&page=&per_page=`: tags with figures.
 
+use crate::config::duration;
 use crate::error::ApiError;
 use crate::handlers::{base_url, json_response, peer, AppState, Query};
 use crate::metrics::RouteLabel;
@@ -19,7 +20,6 @@ use berth_registry::gc::GcRequest;
 use berth_registry::usage::{ListRequest, Paged, SortKey};
 use berth_registry::Registry;
 use std::net::IpAddr;
-use std::time::Duration;
 
 type Result<T = Response, E = ApiError> = std::result::Result<T, E>;
 
@@ -42,11 +42,7 @@ pub async fn api(State(app): State<AppState>, req: Request) -> Response {
     if parts.method == Method::POST && result.is_ok() {
         // A collection or a repair changed the figures: the gauges follow at once.
         let (reg, gauges) = (app.registry.clone(), app.storage.clone());
-        tokio::spawn(async move {
-            if let Ok(u) = reg.usage().await {
-                gauges.update(&u);
-            }
-        });
+        tokio::spawn(async move { gauges.refresh(&reg).await.ok() });
     }
     let mut r = result.unwrap_or_else(IntoResponse::into_response);
     r.extensions_mut().insert(RouteLabel("admin"));
@@ -75,7 +71,7 @@ async fn route(reg: &Registry, method: &Method, path: &str, q: &Query) -> Result
         ("usage", &Method::GET) => ok(&reg.usage().await?),
         ("repositories", &Method::GET) => {
             let page = reg
-                .repositories_page(list_request(q, SortKey::Name)?, |_| true)
+                .repositories_page(list_request(q, SortKey::Name)?)
                 .await?;
             Ok(paged(page, "/api/v1/repositories", q))
         }
@@ -124,14 +120,6 @@ fn gc_request(q: &Query) -> Result<GcRequest> {
         })
         .transpose()?;
     Ok(GcRequest { dry_run, grace })
-}
-
-/// A duration as seconds or in humantime's notation (`90s`, `1h 30m`, `2d`).
-pub fn duration(s: &str) -> Option<Duration> {
-    s.parse::<u64>()
-        .map(Duration::from_secs)
-        .ok()
-        .or_else(|| humantime::parse_duration(s).ok())
 }
 
 /// `sort=`, `order=asc|desc` (default: ascending by name, descending by anything else),

@@ -20,6 +20,14 @@ pub struct Config {
     pub retention: Vec<RetentionConfig>,
 }
 
+/// A duration as seconds or in humantime's notation (`90s`, `1h 30m`, `2d`).
+pub fn duration(s: &str) -> Option<std::time::Duration> {
+    s.parse::<u64>()
+        .map(std::time::Duration::from_secs)
+        .ok()
+        .or_else(|| humantime::parse_duration(s).ok())
+}
+
 /// A duration: seconds, or text like `90s`, `1h 30m`, `7d`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
@@ -32,7 +40,7 @@ impl DurationText {
     pub fn get(&self) -> anyhow::Result<std::time::Duration> {
         match self {
             DurationText::Secs(s) => Ok(std::time::Duration::from_secs(*s)),
-            DurationText::Text(t) => crate::admin::duration(t).with_context(|| {
+            DurationText::Text(t) => duration(t).with_context(|| {
                 format!("{t:?} is not a duration like 3600, \"90s\", \"1h\" or \"7d\"")
             }),
         }

@@ -626,7 +626,7 @@ pub async fn token(State(app): State<AppState>, req: Request) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics_page(State(app): State<AppState>) -> Response {
     let mut text = app.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
-    text.push_str(&app.storage.render());
+    text.push_str(&app.storage.render(&app.registry).await);
     let mut r = Response::new(Body::from(text));
     r.headers_mut().insert(
         header::CONTENT_TYPE,

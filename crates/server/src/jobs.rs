@@ -60,19 +60,9 @@ pub fn start(
         let (r, g) = (registry.clone(), gauges.clone());
         move || {
             let (r, g) = (r.clone(), g.clone());
-            async move {
-                g.update(&r.usage().await?);
-                Ok(())
-            }
+            async move { g.refresh(&r).await }
         }
     };
-    // Once now, so that the first scrape has them.
-    let first = refresh.clone();
-    jobs.push(tokio::spawn(async move {
-        if let Err(e) = first().await {
-            tracing::error!(error = %e, "computing storage gauges failed");
-        }
-    }));
     jobs.push(every(
         REFRESH_GAUGES,
         "computing storage gauges",

@@ -200,7 +200,25 @@ impl StorageGauges {
         *self.text.write().unwrap_or_else(|p| p.into_inner()) = t;
     }
 
-    pub fn render(&self) -> String {
+    /// Recomputes them from the registry's figures.
+    pub async fn refresh(&self, registry: &berth_registry::Registry) -> berth_registry::Result<()> {
+        self.update(&registry.usage().await?);
+        Ok(())
+    }
+
+    /// The gauges as Prometheus text; computed first if they never were (nothing is computed
+    /// at start-up, and the first scrape should not come back without them).
+    pub async fn render(&self, registry: &berth_registry::Registry) -> String {
+        let empty = self
+            .text
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if empty {
+            if let Err(e) = self.refresh(registry).await {
+                tracing::error!(error = %e, "computing storage gauges failed");
+            }
+        }
         self.text.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -63,7 +63,6 @@ pub enum Need {
 
 /// The state of authentication: off, or users, rules, tokens and the login throttle.
 pub struct Auth {
-    on: bool,
     users: Option<htpasswd::Htpasswd>,
     policy: Policy,
     tokens: Option<token::Tokens>,
@@ -81,7 +80,7 @@ fn rules(cfg: &AuthConfig) -> Vec<Rule> {
             users: r.users.clone(),
             groups: r.groups.clone(),
             repositories: r.repositories.clone(),
-            actions: Actions::parse(&r.actions.join(",")),
+            actions: Actions::parse_each(&r.actions),
         })
         .collect()
 }
@@ -90,7 +89,6 @@ impl Auth {
     /// Authentication off: every caller may do everything.
     pub fn off() -> Auth {
         Auth {
-            on: false,
             users: None,
             policy: Policy::open(),
             tokens: None,
@@ -133,7 +131,6 @@ impl Auth {
             &cfg.issuers,
         )?;
         Ok(Auth {
-            on: true,
             users,
             policy,
             tokens: Some(tokens),
@@ -145,7 +142,8 @@ impl Auth {
     }
 
     pub fn is_on(&self) -> bool {
-        self.on
+        // Tokens exist exactly when users or issuers are configured.
+        self.tokens.is_some()
     }
 
     /// Checks a user's password, throttling failures per address and per name.
@@ -187,7 +185,7 @@ impl Auth {
     /// headers are 401 (with the challenge added by the caller of this), throttled logins
     /// 429.
     pub async fn caller(&self, headers: &HeaderMap, peer: IpAddr) -> Result<Caller, ApiError> {
-        if !self.on {
+        if !self.is_on() {
             return Ok(Caller::anonymous());
         }
         let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -237,7 +235,7 @@ impl Auth {
     /// What `caller` may do to `repo`: the rules, bounded by the token's grants when a
     /// token was presented.
     pub fn allowed(&self, caller: &Caller, repo: &str) -> Actions {
-        if !self.on {
+        if !self.is_on() {
             return Actions::ALL;
         }
         let by_rules = self.policy.allowed(&caller.who, repo);
@@ -250,7 +248,7 @@ impl Auth {
     /// Whether the catalog shows `repo` to `caller`: the rules decide, whatever the token's
     /// grants (a token proves who the caller is; listing names needs no repository scope).
     pub fn visible(&self, caller: &Caller, repo: &str) -> bool {
-        !self.on || self.policy.allowed(&caller.who, repo).has(Action::Pull)
+        !self.is_on() || self.policy.allowed(&caller.who, repo).has(Action::Pull)
     }
 
     /// Whether `caller` may use Berth's administration API.
@@ -260,7 +258,7 @@ impl Auth {
 
     /// `Ok` when `caller` may do what the request needs; else the refusal to send.
     pub fn check(&self, caller: &Caller, need: &Need, base: &str) -> Result<(), ApiError> {
-        if !self.on {
+        if !self.is_on() {
             return Ok(());
         }
         match need {
@@ -348,7 +346,7 @@ impl Auth {
             }
         );
         match self.challenge_header(base, None, false) {
-            Some(v) if unauthorized && self.on => e.with_header(header::WWW_AUTHENTICATE, v),
+            Some(v) if unauthorized && self.is_on() => e.with_header(header::WWW_AUTHENTICATE, v),
             _ => e,
         }
     }
@@ -362,7 +360,7 @@ impl Auth {
         form: &str,
         peer: IpAddr,
     ) -> Result<serde_json::Value, ApiError> {
-        let Some(tokens) = self.tokens.as_ref().filter(|_| self.on) else {
+        let Some(tokens) = self.tokens.as_ref() else {
             return Err(ApiError::status(
                 ErrorCode::Unsupported,
                 404,

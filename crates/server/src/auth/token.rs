@@ -85,9 +85,7 @@ impl Verified {
         self.grants
             .iter()
             .filter(|g| g.kind == "repository" && g.name == name)
-            .fold(Actions::NONE, |a, g| {
-                a.or(Actions::parse(&g.actions.join(",")))
-            })
+            .fold(Actions::NONE, |a, g| a.or(Actions::parse_each(&g.actions)))
     }
 }
 

@@ -7,22 +7,77 @@
 
 use crate::digest::Digest;
 use crate::media;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A content descriptor as it appears inside a manifest.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<Vec<String>>,
+    /// The platform an index entry runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+/// The platform of an index entry: `os/architecture[/variant]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(
+        rename = "os.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub os_version: Option<String>,
+}
+
+impl Platform {
+    /// Parses `os/architecture[/variant]`.
+    pub fn parse(s: &str) -> Option<Platform> {
+        let mut parts = s.split('/');
+        let os = parts.next().filter(|p| !p.is_empty())?;
+        let architecture = parts.next().filter(|p| !p.is_empty())?;
+        let variant = parts.next().map(str::to_owned);
+        if parts.next().is_some() || variant.as_deref() == Some("") {
+            return None;
+        }
+        Some(Platform {
+            os: os.to_owned(),
+            architecture: architecture.to_owned(),
+            variant,
+            os_version: None,
+        })
+    }
+
+    /// Whether an index entry for `self` serves a request for `wanted`: same os and
+    /// architecture, and the variant when one is asked for.
+    pub fn satisfies(&self, wanted: &Platform) -> bool {
+        self.os == wanted.os
+            && self.architecture == wanted.architecture
+            && (wanted.variant.is_none() || self.variant == wanted.variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Descriptor {
@@ -253,6 +308,19 @@ mod tests {
         assert_eq!(m.media_type, media::OCI_INDEX);
         assert_eq!(m.subject.as_ref().unwrap().digest.to_string(), D2);
         assert_eq!(m.listed_artifact_type(), Some("application/x.sig"));
+        let p = m.manifests[0].platform.as_ref().unwrap();
+        assert!(p.satisfies(&Platform::parse("linux/amd64").unwrap()));
+        assert!(!p.satisfies(&Platform::parse("linux/arm64").unwrap()));
+        assert!(!p.satisfies(&Platform::parse("linux/amd64/v3").unwrap()));
+    }
+
+    #[test]
+    fn platforms() {
+        let p = Platform::parse("linux/arm/v7").unwrap();
+        assert_eq!(p.to_string(), "linux/arm/v7");
+        for bad in ["", "linux", "linux/", "/amd64", "linux/arm/", "a/b/c/d"] {
+            assert!(Platform::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The `berth` binary: command-line parsing, then the registry server (`berth serve`).
+//! The `berth` binary: command-line parsing, then the registry server (`berth serve`) or a
+//! client command (`berth pull`, `push`, `images`, …).
 
 use anyhow::Context;
 use berth_server::config::{Config, LogFormat};
@@ -6,7 +7,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "A container image registry")]
+#[command(
+    name = "berth",
+    version,
+    about = "A container image registry (berth serve) and a daemonless image client"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,6 +44,8 @@ enum Command {
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
+    #[command(flatten)]
+    Client(berth_client::cli::ClientCommand),
 }
 
 fn main() {
@@ -60,6 +67,7 @@ fn main() {
             htpasswd,
             tls: tls_cert.zip(tls_key),
         }),
+        Command::Client(cmd) => berth_client::cli::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("berth: {e:#}");

@@ -1,0 +1,640 @@
+//! Moving images: pull (registry → local store), push (local store → registry) and copy
+//! (registry → registry). Blobs move in parallel, each with its own progress bar, and every
+//! one is verified against its digest before it becomes visible.
+//!
+//! Resuming: a pull writes into `ingest/<hex>.partial` and, after a cut connection (or a new
+//! run), continues with `Range: bytes=<have>-`. A push sends blobs larger than one chunk as
+//! `PATCH`es of `chunk_size` bytes; after a failure it asks the registry where the session
+//! stands (`GET` on the upload URL) and continues from the offset it reports. The session URL
+//! is kept in `ingest/push-<key>` so that a new `berth push` continues it too.
+
+use crate::auth::DockerConfig;
+use crate::error::{io_err, Error, Result};
+use crate::progress::{short, Progress, Task};
+use crate::reference::ImageRef;
+use crate::registry::{http_client, Fetched, Options, Registry, Started};
+use crate::store::{annotations, host_platform, pick_platform, LocalStore};
+use berth_oci::manifest::{Descriptor, Kind, Manifest, Platform};
+use berth_oci::{Digest, DigestHasher, RepoName};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::{HashMap, HashSet};
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// Annotation on a local entry pulled through an index: the digest the registry serves the
+/// name under (docker's RepoDigest), when it is not the stored manifest's own.
+pub const REPO_DIGEST: &str = "io.berth.repo.digest";
+
+/// What every transfer command shares: the HTTP client, credentials, progress, options.
+pub struct Ctx {
+    pub progress: Progress,
+    pub opts: Options,
+    /// Blobs moved at once.
+    pub parallel: usize,
+    http: reqwest::Client,
+    config_path: PathBuf,
+    registries: tokio::sync::Mutex<HashMap<String, Arc<Registry>>>,
+}
+
+impl Ctx {
+    pub fn new(opts: Options, quiet: bool) -> Result<Ctx> {
+        Ok(Ctx {
+            progress: Progress::new(quiet),
+            http: http_client(opts.insecure)?,
+            opts,
+            parallel: 3,
+            config_path: DockerConfig::default_path(),
+            registries: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// After a failure: waits out the backoff and returns `Ok` when another attempt may
+    /// help, else gives the error back.
+    async fn retry(&self, failures: &mut u32, e: Error, task: &Task, then: &str) -> Result<()> {
+        if !e.is_transient() || *failures + 1 >= self.opts.attempts {
+            return Err(e);
+        }
+        *failures += 1;
+        task.say(&format!("{e}; {then}"));
+        tokio::time::sleep(self.opts.backoff * 2u32.pow(*failures - 1)).await;
+        Ok(())
+    }
+
+    /// Runs `f` on every blob an image manifest needs, `parallel` at a time.
+    async fn each_blob<'a, F, Fut>(&self, m: &'a Manifest, f: F) -> Result<()>
+    where
+        F: FnMut(&'a Descriptor) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        futures::stream::iter(m.required_blobs())
+            .map(f)
+            .buffer_unordered(self.parallel)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The client for `r`'s registry, with the stored credentials, made once per command.
+    pub async fn registry(&self, r: &ImageRef) -> Result<Arc<Registry>> {
+        let mut map = self.registries.lock().await;
+        if let Some(reg) = map.get(&r.registry) {
+            return Ok(reg.clone());
+        }
+        let creds = DockerConfig::load(&self.config_path)?.credentials(&r.registry)?;
+        let reg = Arc::new(
+            Registry::connect(
+                self.http.clone(),
+                &r.registry,
+                r.api_host(),
+                r.is_local(),
+                creds,
+                self.opts.clone(),
+            )
+            .await?,
+        );
+        map.insert(r.registry.clone(), reg.clone());
+        Ok(reg)
+    }
+}
+
+/// The image an index resolves to for `platform` (the host's when `None`).
+fn choose<'a>(
+    index: &'a Manifest,
+    platform: Option<&Platform>,
+    what: &ImageRef,
+) -> Result<&'a Descriptor> {
+    let wanted = platform.cloned().unwrap_or_else(host_platform);
+    pick_platform(&index.manifests, &wanted).ok_or_else(|| {
+        let have: Vec<String> = index
+            .manifests
+            .iter()
+            .filter_map(|d| d.platform.as_ref().map(|p| p.to_string()))
+            .collect();
+        Error::NotFound(format!(
+            "no image for {wanted} in {what} (it has: {})",
+            if have.is_empty() {
+                "none".to_owned()
+            } else {
+                have.join(", ")
+            }
+        ))
+    })
+}
+
+/// The name a pulled or pushed reference is stored under.
+pub fn local_name(r: &ImageRef) -> String {
+    match (&r.tag, &r.digest) {
+        (Some(t), _) => format!("{}:{t}", r.repository()),
+        (None, Some(d)) => format!("{}@{d}", r.repository()),
+        (None, None) => format!("{}:latest", r.repository()),
+    }
+}
+
+/// Pulls `r` into the store and names it; returns the stored descriptor.
+pub async fn pull(
+    ctx: &Ctx,
+    store: &LocalStore,
+    r: &ImageRef,
+    platform: Option<&Platform>,
+    all_platforms: bool,
+) -> Result<Descriptor> {
+    let reg = ctx.registry(r).await?;
+    let top = reg.manifest(&r.repo, &r.reference()).await?;
+    let manifest = top.parse()?;
+    let desc = match manifest.kind {
+        Kind::Image => {
+            pull_image(ctx, store, &reg, &r.repo, &top, &manifest).await?;
+            top.descriptor(None)
+        }
+        Kind::Index if all_platforms => {
+            for child in &manifest.manifests {
+                let f = reg.manifest(&r.repo, &child.digest.to_string()).await?;
+                let m = f.parse()?;
+                if m.kind == Kind::Image {
+                    ctx.progress.note(&format!(
+                        "{}: {}",
+                        child
+                            .platform
+                            .as_ref()
+                            .map_or("unknown".into(), |p| p.to_string()),
+                        f.digest
+                    ));
+                    pull_image(ctx, store, &reg, &r.repo, &f, &m).await?;
+                }
+            }
+            store.put_bytes(&top.bytes)?;
+            top.descriptor(None)
+        }
+        Kind::Index => {
+            let child = choose(&manifest, platform, r)?;
+            let f = reg.manifest(&r.repo, &child.digest.to_string()).await?;
+            let m = f.parse()?;
+            pull_image(ctx, store, &reg, &r.repo, &f, &m).await?;
+            store.put_bytes(&top.bytes)?;
+            let mut d = f.descriptor(child.platform.clone());
+            d.annotations = annotations(&[(REPO_DIGEST, &top.digest.to_string())]);
+            d
+        }
+    };
+    store.set(&local_name(r), desc.clone())?;
+    Ok(desc)
+}
+
+/// Fetches an image manifest's blobs, then stores the manifest itself.
+async fn pull_image(
+    ctx: &Ctx,
+    store: &LocalStore,
+    reg: &Registry,
+    repo: &RepoName,
+    f: &Fetched,
+    m: &Manifest,
+) -> Result<()> {
+    ctx.each_blob(m, |d| fetch_blob(ctx, store, reg, repo, d))
+        .await?;
+    store.put_bytes(&f.bytes)?;
+    Ok(())
+}
+
+/// Downloads one blob into the store, resuming a partial download with `Range`.
+async fn fetch_blob(
+    ctx: &Ctx,
+    store: &LocalStore,
+    reg: &Registry,
+    repo: &RepoName,
+    d: &Descriptor,
+) -> Result<()> {
+    let task = ctx.progress.task(&short(&d.digest), d.size);
+    if store.blob_size(&d.digest).is_some() {
+        task.finish("already here");
+        return Ok(());
+    }
+    let partial = store.partial_path(&d.digest);
+    let mut failures = 0;
+    loop {
+        match download(reg, repo, d, &partial, &task).await {
+            Ok(hasher) => {
+                let actual = hasher.finish();
+                if actual != d.digest {
+                    let _ = tokio::fs::remove_file(&partial).await;
+                    return Err(Error::DigestMismatch {
+                        expected: d.digest.to_string(),
+                        actual: actual.to_string(),
+                    });
+                }
+                store.commit_verified(&partial, &d.digest)?;
+                task.finish("done");
+                return Ok(());
+            }
+            Err(e) => ctx.retry(&mut failures, e, &task, "resuming").await?,
+        }
+    }
+}
+
+/// Appends to the partial file from where it ends; returns the hasher over all its bytes.
+async fn download(
+    reg: &Registry,
+    repo: &RepoName,
+    d: &Descriptor,
+    partial: &Path,
+    task: &Task,
+) -> Result<DigestHasher> {
+    let what = || format!("writing {}", partial.display());
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(partial)
+        .await
+        .map_err(io_err(what()))?;
+    // Hash what an earlier attempt left, so the digest covers the whole blob.
+    let mut hasher = DigestHasher::new(d.digest.algorithm());
+    let mut have = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).await.map_err(io_err(what()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        have += n as u64;
+    }
+    if have > d.size {
+        file.set_len(0).await.map_err(io_err(what()))?;
+        hasher = DigestHasher::new(d.digest.algorithm());
+        have = 0;
+    }
+    if have == d.size && have > 0 {
+        return Ok(hasher);
+    }
+    let (resp, ranged) = reg.blob(repo, &d.digest, have).await?;
+    if !ranged && have > 0 {
+        // The registry sends the whole blob again: start over.
+        file.set_len(0).await.map_err(io_err(what()))?;
+        file.seek(SeekFrom::Start(0))
+            .await
+            .map_err(io_err(what()))?;
+        hasher = DigestHasher::new(d.digest.algorithm());
+        have = 0;
+    }
+    task.set_position(have);
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::Transfer {
+            registry: reg.name.clone(),
+            reason: crate::error::root_cause(&e),
+        })?;
+        have += chunk.len() as u64;
+        if have > d.size {
+            let _ = tokio::fs::remove_file(partial).await;
+            return Err(Error::Invalid(format!(
+                "{} sent more than the {} bytes of {}",
+                reg.name, d.size, d.digest
+            )));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(io_err(what()))?;
+        task.inc(chunk.len() as u64);
+    }
+    file.flush().await.map_err(io_err(what()))?;
+    if have < d.size {
+        return Err(Error::Transfer {
+            registry: reg.name.clone(),
+            reason: format!("connection closed after {have} of {} bytes", d.size),
+        });
+    }
+    Ok(hasher)
+}
+
+/// Pushes the stored image `desc` to `r`; returns the digest of the pushed manifest.
+pub async fn push(
+    ctx: &Ctx,
+    store: &LocalStore,
+    desc: &Descriptor,
+    r: &ImageRef,
+) -> Result<Digest> {
+    let reg = ctx.registry(r).await?;
+    let reference = r
+        .tag
+        .as_ref()
+        .map_or(desc.digest.to_string(), |t| t.to_string());
+    push_tree(ctx, store, &reg, &r.repo, desc, &reference).await?;
+    Ok(desc.digest.clone())
+}
+
+async fn push_tree(
+    ctx: &Ctx,
+    store: &LocalStore,
+    reg: &Registry,
+    repo: &RepoName,
+    desc: &Descriptor,
+    reference: &str,
+) -> Result<()> {
+    let bytes = store.read_blob(&desc.digest)?;
+    let m = Manifest::parse(&bytes, Some(&desc.media_type))
+        .map_err(|e| Error::Invalid(format!("stored manifest {}: {e}", desc.digest)))?;
+    match m.kind {
+        Kind::Index => {
+            for child in &m.manifests {
+                if store.blob_size(&child.digest).is_none() {
+                    return Err(Error::NotFound(format!(
+                        "{} of the index {} is not in the local store: pull it with --all-platforms",
+                        child.digest, desc.digest
+                    )));
+                }
+                Box::pin(push_tree(
+                    ctx,
+                    store,
+                    reg,
+                    repo,
+                    child,
+                    &child.digest.to_string(),
+                ))
+                .await?;
+            }
+        }
+        Kind::Image => {
+            ctx.each_blob(&m, |d| upload_blob(ctx, store, reg, repo, d))
+                .await?;
+        }
+    }
+    reg.put_manifest(repo, reference, &bytes, &desc.media_type)
+        .await?;
+    Ok(())
+}
+
+/// A body of `len` bytes of the file at `path` from `offset`, counted on `task`.
+fn file_body(path: &Path, offset: u64, len: u64, task: &Task) -> reqwest::Body {
+    let path = path.to_owned();
+    let task = task.clone();
+    task.set_position(offset);
+    let open = async move {
+        let mut f = tokio::fs::File::open(&path).await?;
+        f.seek(SeekFrom::Start(offset)).await?;
+        Ok::<_, std::io::Error>(tokio_util::io::ReaderStream::with_capacity(
+            f.take(len),
+            256 << 10,
+        ))
+    };
+    let stream = futures::stream::once(open)
+        .map(|r| match r {
+            Ok(s) => s.left_stream(),
+            Err(e) => futures::stream::once(async { Err(e) }).right_stream(),
+        })
+        .flatten()
+        .inspect_ok(move |b| task.inc(b.len() as u64));
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// A name for the saved session of a push of `digest` to `repo` on `reg`.
+fn push_key(reg: &Registry, repo: &RepoName, digest: &Digest) -> String {
+    let d = Digest::sha256(format!("{} {repo} {digest}", reg.base()).as_bytes());
+    d.hex()[..32].to_owned()
+}
+
+/// Uploads one stored blob unless the repository has it (see the module doc for resuming).
+async fn upload_blob(
+    ctx: &Ctx,
+    store: &LocalStore,
+    reg: &Registry,
+    repo: &RepoName,
+    d: &Descriptor,
+) -> Result<()> {
+    let task = ctx.progress.task(&short(&d.digest), d.size);
+    if reg.blob_size(repo, &d.digest).await?.is_some() {
+        task.finish("exists");
+        return Ok(());
+    }
+    let path = store.blob_path(&d.digest);
+    let size = store.blob_size(&d.digest).ok_or_else(|| {
+        Error::NotFound(format!("blob {} is missing from the local store", d.digest))
+    })?;
+    let state = store.push_state_path(&push_key(reg, repo, &d.digest));
+    let mut session = None;
+    if let Ok(saved) = tokio::fs::read_to_string(&state).await {
+        if let Some((offset, loc)) = reg.upload_status(repo, saved.trim()).await? {
+            if offset <= size {
+                task.say(&format!("resuming at {offset} bytes"));
+                session = Some((offset, loc));
+            }
+        }
+    }
+    let chunk = ctx.opts.chunk_size.max(1);
+    let mut failures = 0u32;
+    loop {
+        let (mut offset, mut loc) = match session.take() {
+            Some(s) => s,
+            None => match reg.start_upload(repo, None).await? {
+                Started::Session(loc) => (0, loc),
+                // Only a mount request is answered so; none was made.
+                Started::Mounted => {
+                    task.finish("exists");
+                    return Ok(());
+                }
+            },
+        };
+        let result = if offset == 0 && size <= chunk {
+            reg.finish_upload(
+                repo,
+                &loc,
+                &d.digest,
+                || file_body(&path, 0, size, &task),
+                size,
+                false,
+            )
+            .await
+        } else {
+            let _ = tokio::fs::write(&state, &loc).await;
+            let mut acked = offset;
+            let mut sent = Ok(());
+            while offset < size {
+                let len = chunk.min(size - offset);
+                match reg
+                    .patch(
+                        repo,
+                        &loc,
+                        offset,
+                        || file_body(&path, offset, len, &task),
+                        len,
+                    )
+                    .await
+                {
+                    Ok((end, next)) => {
+                        offset = end;
+                        acked = end;
+                        loc = next;
+                        let _ = tokio::fs::write(&state, &loc).await;
+                    }
+                    Err(e) => {
+                        ctx.retry(&mut failures, e, &task, "resuming").await?;
+                        match reg.upload_status(repo, &loc).await? {
+                            Some((reported, next)) if reported <= size => {
+                                // "0-0" is what an empty session reports too.
+                                offset = if reported <= 1 && acked == 0 {
+                                    0
+                                } else {
+                                    reported
+                                };
+                                loc = next;
+                            }
+                            _ => {
+                                sent = Err(Error::Transfer {
+                                    registry: reg.name.clone(),
+                                    reason: "the registry lost the upload session".into(),
+                                });
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            match sent {
+                Ok(()) => {
+                    reg.finish_upload(repo, &loc, &d.digest, reqwest::Body::default, 0, true)
+                        .await
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(()) => {
+                let _ = tokio::fs::remove_file(&state).await;
+                task.finish("pushed");
+                return Ok(());
+            }
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&state).await;
+                ctx.retry(&mut failures, e, &task, "starting over").await?;
+            }
+        }
+    }
+}
+
+/// Copies `src` to `dst` between registries; returns the digest of the copied manifest.
+pub async fn copy(
+    ctx: &Ctx,
+    src: &ImageRef,
+    dst: &ImageRef,
+    platform: Option<&Platform>,
+    all_platforms: bool,
+) -> Result<Digest> {
+    let from = ctx.registry(src).await?;
+    let to = ctx.registry(dst).await?;
+    let mut top = from.manifest(&src.repo, &src.reference()).await?;
+    let m = top.parse()?;
+    if m.kind == Kind::Index && !all_platforms {
+        let child = choose(&m, platform, src)?;
+        top = from.manifest(&src.repo, &child.digest.to_string()).await?;
+    }
+    let reference = dst
+        .tag
+        .as_ref()
+        .map_or(top.digest.to_string(), |t| t.to_string());
+    let link = Link {
+        from: &from,
+        to: &to,
+        src: &src.repo,
+        dst: &dst.repo,
+    };
+    let mut seen = HashSet::new();
+    copy_tree(ctx, &link, top.clone(), &reference, &mut seen).await?;
+    Ok(top.digest)
+}
+
+/// The two ends of a copy.
+struct Link<'a> {
+    from: &'a Registry,
+    to: &'a Registry,
+    src: &'a RepoName,
+    dst: &'a RepoName,
+}
+
+/// Copies one manifest, what it references, and its referrers.
+async fn copy_tree(
+    ctx: &Ctx,
+    link: &Link<'_>,
+    f: Fetched,
+    reference: &str,
+    seen: &mut HashSet<Digest>,
+) -> Result<()> {
+    seen.insert(f.digest.clone());
+    let m = f.parse()?;
+    match m.kind {
+        Kind::Index => {
+            for child in &m.manifests {
+                let cf = link
+                    .from
+                    .manifest(link.src, &child.digest.to_string())
+                    .await?;
+                Box::pin(copy_tree(ctx, link, cf, &child.digest.to_string(), seen)).await?;
+            }
+        }
+        Kind::Image => {
+            ctx.each_blob(&m, |d| copy_blob(ctx, link, d)).await?;
+        }
+    }
+    link.to
+        .put_manifest(link.dst, reference, &f.bytes, &f.media_type)
+        .await?;
+    for r in link.from.referrers(link.src, &f.digest).await? {
+        if seen.contains(&r.digest) {
+            continue;
+        }
+        let rf = link.from.manifest(link.src, &r.digest.to_string()).await?;
+        ctx.progress.note(&format!("referrer {}", r.digest));
+        Box::pin(copy_tree(ctx, link, rf, &r.digest.to_string(), seen)).await?;
+    }
+    Ok(())
+}
+
+/// Copies one blob unless the destination has it: a mount on the same registry, else a
+/// stream from one to the other (the destination verifies the digest).
+async fn copy_blob(ctx: &Ctx, link: &Link<'_>, d: &Descriptor) -> Result<()> {
+    let task = ctx.progress.task(&short(&d.digest), d.size);
+    if link.to.blob_size(link.dst, &d.digest).await?.is_some() {
+        task.finish("exists");
+        return Ok(());
+    }
+    let same = link.from.base() == link.to.base();
+    let mut failures = 0;
+    loop {
+        let mount = same.then_some((&d.digest, link.src));
+        let loc = match link.to.start_upload(link.dst, mount).await? {
+            Started::Mounted => {
+                task.finish("mounted");
+                return Ok(());
+            }
+            Started::Session(loc) => loc,
+        };
+        let (resp, _) = link.from.blob(link.src, &d.digest, 0).await?;
+        let counted = task.clone();
+        counted.set_position(0);
+        let stream = resp
+            .bytes_stream()
+            .inspect_ok(move |b| counted.inc(b.len() as u64));
+        let body = std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(stream)));
+        let take = || {
+            body.lock()
+                .ok()
+                .and_then(|mut b| b.take())
+                .unwrap_or_default()
+        };
+        match link
+            .to
+            .finish_upload(link.dst, &loc, &d.digest, take, d.size, false)
+            .await
+        {
+            Ok(()) => {
+                task.finish("copied");
+                return Ok(());
+            }
+            Err(e) => ctx.retry(&mut failures, e, &task, "retrying").await?,
+        }
+    }
+}

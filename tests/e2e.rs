@@ -4,12 +4,14 @@
 mod e2e {
     pub mod auth;
     pub mod cli;
+    pub mod client;
     pub mod clients;
     pub mod gc;
     pub mod harness;
     pub mod images;
     pub mod listing;
     pub mod manifests;
+    pub mod proxy;
     pub mod pull;
     pub mod push;
     pub mod restart;

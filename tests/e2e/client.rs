@@ -81,6 +81,11 @@ struct Reference {
 
 impl Reference {
     fn spawn() -> Option<Reference> {
+        Reference::spawn_with("")
+    }
+
+    /// With `extra` top-level YAML (an `auth:` section, say).
+    fn spawn_with(extra: &str) -> Option<Reference> {
         if !have("docker-registry") {
             return None;
         }
@@ -94,7 +99,7 @@ impl Reference {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 dir.path().join("data").display()
             ),
         )
@@ -766,4 +771,46 @@ async fn tags_login_logout_and_errors_a_person_can_act_on() {
     with_helper(&["pull", "-q", &r]);
     with_helper(&["logout", &r2.addr]);
     assert!(!bin.path().join("creds.json").exists());
+
+    // A registry that asks for Basic credentials (Distribution with htpasswd).
+    let Some(basic) = Reference::spawn_with(&format!(
+        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+        htpasswd.display()
+    )) else {
+        return;
+    };
+    let target = format!("{}/basic/app:v1", basic.addr);
+    with_helper(&["tag", &r, &target]);
+    let out = user
+        .cmd(&["push", &target])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("berth: unauthorized"),
+        "{err}"
+    );
+    with_helper(&["login", "-u", "alice", "-p", "alice-pw", &basic.addr]);
+    with_helper(&["push", "--chunk-size", "512", &target]);
+    let fresh = User::new();
+    std::fs::copy(
+        user.docker.path().join("config.json"),
+        fresh.docker.path().join("config.json"),
+    )
+    .unwrap();
+    let out = fresh
+        .cmd(&["pull", &target])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fresh.json(&["inspect", &target])[0]["Id"],
+        sha256(&img.config)
+    );
 }

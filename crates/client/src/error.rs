@@ -19,7 +19,7 @@ pub enum Error {
         status: u16,
         message: String,
     },
-    #[error("disk full while writing {0}")]
+    #[error("disk full: {0}")]
     DiskFull(String),
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },

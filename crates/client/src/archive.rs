@@ -14,8 +14,11 @@
 
 use crate::error::{io_err, Error, Result};
 use crate::reference::ImageRef;
-use crate::store::{children, Entry, LocalStore, REF_NAME};
-use berth_oci::manifest::Descriptor;
+use crate::store::{
+    annotations, children, host_platform, pick_platform, Entry, LocalStore, REF_NAME,
+};
+use crate::transfer::REPO_DIGEST;
+use berth_oci::manifest::{Descriptor, Kind, Manifest};
 use berth_oci::{media, Digest, DigestHasher};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -200,7 +203,6 @@ pub fn load(store: &LocalStore, input: impl Read) -> Result<Loaded> {
         let index: Index = serde_json::from_slice(index)
             .map_err(|e| Error::Invalid(format!("the archive's index.json: {e}")))?;
         for d in index.manifests {
-            check_complete(store, &d.digest)?;
             let ann = d.annotations.clone().unwrap_or_default();
             let name = ann
                 .get(CONTAINERD_NAME)
@@ -210,8 +212,7 @@ pub fn load(store: &LocalStore, input: impl Read) -> Result<Loaded> {
                 })
                 .and_then(|n| ImageRef::parse(n, true).ok())
                 .map(|r| crate::transfer::local_name(&r));
-            let mut desc = d;
-            desc.annotations = None;
+            let desc = loadable(store, &d)?;
             entries.push(Entry {
                 name,
                 descriptor: desc,
@@ -285,19 +286,59 @@ pub fn load(store: &LocalStore, input: impl Read) -> Result<Loaded> {
     Ok(Loaded { entries })
 }
 
-/// Checks that a loaded manifest and what it references reached the store.
-fn check_complete(store: &LocalStore, d: &Digest) -> Result<()> {
+/// Whether a loaded manifest and what it references reached the store.
+fn complete(store: &LocalStore, d: &Digest) -> Result<()> {
     let bytes = store
         .read_blob(d)
         .map_err(|_| Error::Invalid(format!("the archive lacks manifest {d}")))?;
-    for child in children(&bytes) {
-        if store.blob_size(&child).is_none() {
-            return Err(Error::Invalid(format!(
-                "the archive lacks {child}, which {d} needs"
-            )));
-        }
+    if let Some(child) = children(&bytes)
+        .into_iter()
+        .find(|c| store.blob_size(c).is_none())
+    {
+        return Err(Error::Invalid(format!(
+            "the archive lacks {child}, which {d} needs"
+        )));
     }
     Ok(())
+}
+
+/// What to name for the archive's entry `d`: `d` itself when everything it references came
+/// with it; for an index that carries only some platforms (what `docker save` writes from
+/// containerd's store), the host's image among them — or the first complete one — marked
+/// with the index digest, as a pull of one platform would store it.
+fn loadable(store: &LocalStore, d: &Descriptor) -> Result<Descriptor> {
+    let plain = Descriptor {
+        annotations: None,
+        ..d.clone()
+    };
+    let bytes = store
+        .read_blob(&d.digest)
+        .map_err(|_| Error::Invalid(format!("the archive lacks manifest {}", d.digest)))?;
+    let index = match Manifest::parse(&bytes, Some(&d.media_type)) {
+        Ok(m) if m.kind == Kind::Index => m,
+        _ => return complete(store, &d.digest).map(|()| plain),
+    };
+    let whole: Vec<Descriptor> = index
+        .manifests
+        .iter()
+        .filter(|c| complete(store, &c.digest).is_ok())
+        .cloned()
+        .collect();
+    if whole.len() == index.manifests.len() {
+        return Ok(plain);
+    }
+    let chosen = pick_platform(&whole, &host_platform())
+        .or(whole.first())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "the archive holds none of the images of index {}",
+                d.digest
+            ))
+        })?;
+    Ok(Descriptor {
+        annotations: annotations(&[(REPO_DIGEST, &d.digest.to_string())]),
+        ..chosen.clone()
+    })
 }
 
 /// Stores one archive member under its digest.

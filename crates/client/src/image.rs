@@ -108,10 +108,9 @@ impl ImageView {
             .as_ref()
             .ok_or_else(|| Error::Invalid(format!("manifest {} has no config", f.digest)))?;
         let (resp, _) = reg.blob(&r.repo, &cfg.digest, 0).await?;
-        let config = resp.bytes().await.map_err(|e| Error::Transfer {
-            registry: reg.name.clone(),
-            reason: crate::error::root_cause(&e),
-        })?;
+        let config = reg
+            .small_body(resp, crate::registry::MANIFEST_LIMIT, "image config")
+            .await?;
         if Digest::of(cfg.digest.algorithm(), &config) != cfg.digest {
             return Err(Error::DigestMismatch {
                 expected: cfg.digest.to_string(),

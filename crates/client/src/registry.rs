@@ -7,8 +7,8 @@
 //! (honouring `Retry-After`) — with exponential backoff. Requests are built by a closure so
 //! that each attempt gets a fresh body.
 
-use crate::auth::{parse_challenge, Challenge, Credentials};
-use crate::error::{root_cause, Error, Result};
+use crate::auth::{parse_challenge, Challenge, Credentials, IDENTITY_TOKEN_USER};
+use crate::error::{one_line, root_cause, Error, Result};
 use berth_oci::manifest::{Descriptor, Manifest, Platform};
 use berth_oci::{media, Digest, RepoName};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
@@ -18,6 +18,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Every manifest type a pull accepts.
+/// The largest manifest the client takes, as registries (Distribution's default) do.
+pub const MANIFEST_LIMIT: usize = 4 << 20;
+/// The largest JSON answer (tag page, referrers list, token) the client takes.
+const LIST_LIMIT: usize = 16 << 20;
+
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// How a client talks to registries.
@@ -160,10 +165,9 @@ impl Registry {
             tokens: Mutex::new(HashMap::new()),
             opts,
         };
-        if local {
-            reg.base = format!("http://{host}");
-        } else if reg.opts.insecure {
-            // Docker's rule for insecure registries: HTTPS if it answers, else HTTP.
+        if local || reg.opts.insecure {
+            // Docker's rule for insecure registries, and for this machine's: HTTPS if it
+            // answers, else plain HTTP.
             let https = reg.http.get(format!("{}/v2/", reg.base)).send().await;
             if https.is_err() {
                 reg.base = format!("http://{host}");
@@ -182,6 +186,38 @@ impl Registry {
         } else {
             format!("{}{}", self.base, path)
         }
+    }
+
+    /// Reads a body that has no business being large (a manifest, a config, a JSON list),
+    /// refusing to hold more than `limit` bytes of it.
+    pub async fn small_body(&self, resp: Response, limit: usize, what: &str) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+            let chunk = chunk.map_err(|e| self.transport_error(&e))?;
+            if out.len() + chunk.len() > limit {
+                return Err(Error::Invalid(format!(
+                    "{} sent a {what} larger than {} MiB",
+                    self.name,
+                    limit >> 20
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// [`Registry::small_body`] parsed as JSON.
+    async fn small_json<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: Response,
+        what: &str,
+    ) -> Result<T> {
+        let bytes = self.small_body(resp, LIST_LIMIT, what).await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Transfer {
+            registry: self.name.clone(),
+            reason: format!("{what}: {e}"),
+        })
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> Error {
@@ -332,11 +368,33 @@ impl Registry {
         for s in scopes {
             query.append_pair("scope", s);
         }
-        let sep = if realm.contains('?') { '&' } else { '?' };
-        let mut req = self.http.get(format!("{realm}{sep}{}", query.finish()));
-        if let Some(c) = &self.creds {
-            req = req.basic_auth(&c.username, Some(&c.secret));
-        }
+        let req = match &self.creds {
+            // An identity token is an OAuth2 refresh token: POSTed, never sent as Basic.
+            Some(c) if c.username == IDENTITY_TOKEN_USER => {
+                let mut form = form_urlencoded::Serializer::new(String::new());
+                form.append_pair("grant_type", "refresh_token")
+                    .append_pair("refresh_token", &c.secret)
+                    .append_pair("client_id", "berth");
+                if let Some(s) = service {
+                    form.append_pair("service", s);
+                }
+                if !scopes.is_empty() {
+                    form.append_pair("scope", &scopes.join(" "));
+                }
+                self.http
+                    .post(realm)
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form.finish())
+            }
+            creds => {
+                let sep = if realm.contains('?') { '&' } else { '?' };
+                let req = self.http.get(format!("{realm}{sep}{}", query.finish()));
+                match creds {
+                    Some(c) => req.basic_auth(&c.username, Some(&c.secret)),
+                    None => req,
+                }
+            }
+        };
         let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -352,10 +410,7 @@ impl Registry {
                 message: format!("token endpoint: {}", error_message(resp).await),
             });
         }
-        let body: serde_json::Value = resp.json().await.map_err(|e| Error::Transfer {
-            registry: self.name.clone(),
-            reason: format!("token endpoint answered: {e}"),
-        })?;
+        let body: serde_json::Value = self.small_json(resp, "token endpoint answer").await?;
         body.get("token")
             .or_else(|| body.get("access_token"))
             .and_then(|t| t.as_str())
@@ -427,11 +482,7 @@ impl Registry {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<Digest>().ok());
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(&e))?
-            .to_vec();
+        let bytes = self.small_body(resp, MANIFEST_LIMIT, "manifest").await?;
         // Verify with the algorithm of the digest we asked for or were told.
         let expected = reference.parse::<Digest>().ok().or(sent_digest);
         let digest = match expected {
@@ -556,7 +607,9 @@ impl Registry {
         resp.headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .map(|l| self.url(l))
+            // Absolute, from the root or relative to the request: the URL rules settle it.
+            .and_then(|l| resp.url().join(l).ok())
+            .map(String::from)
             .ok_or_else(|| Error::Transfer {
                 registry: self.name.clone(),
                 reason: "upload answer has no Location".into(),
@@ -575,7 +628,7 @@ impl Registry {
             .await?;
         match resp.status() {
             StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::ACCEPTED => {
-                let offset = range_end(resp.headers());
+                let offset = range_end(resp.headers()).unwrap_or(0);
                 let next = self.location(&resp).unwrap_or_else(|_| location.to_owned());
                 Ok(Some((offset, next)))
             }
@@ -606,8 +659,9 @@ impl Registry {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.fail(resp, "uploading a chunk").await);
         }
-        let end = range_end(resp.headers());
-        Ok((end.max(offset + len), self.location(&resp)?))
+        // The registry's word on what it holds wins; without one, the chunk went in whole.
+        let end = range_end(resp.headers()).unwrap_or(offset + len);
+        Ok((end, self.location(&resp)?))
     }
 
     /// Finishes an upload with `digest`, sending `body` (`len` bytes) with it.
@@ -653,11 +707,10 @@ impl Registry {
             if !resp.status().is_success() {
                 return Err(self.fail(resp, &format!("listing tags of {repo}")).await);
             }
-            next = next_link(resp.headers()).map(|l| self.url(&l));
-            let body: serde_json::Value = resp.json().await.map_err(|e| Error::Transfer {
-                registry: self.name.clone(),
-                reason: format!("tag list: {e}"),
-            })?;
+            next = next_link(resp.headers())
+                .and_then(|l| resp.url().join(&l).ok())
+                .map(String::from);
+            let body: serde_json::Value = self.small_json(resp, "tag list").await?;
             if let Some(tags) = body.get("tags").and_then(|t| t.as_array()) {
                 out.extend(tags.iter().filter_map(|t| t.as_str().map(str::to_owned)));
             }
@@ -681,10 +734,7 @@ impl Registry {
             #[serde(default)]
             manifests: Vec<Descriptor>,
         }
-        let index: Index = resp.json().await.map_err(|e| Error::Transfer {
-            registry: self.name.clone(),
-            reason: format!("referrers list: {e}"),
-        })?;
+        let index: Index = self.small_json(resp, "referrers list").await?;
         Ok(index.manifests)
     }
 
@@ -728,12 +778,12 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 }
 
 /// The byte count a `Range: 0-N` upload status header reports (N + 1), or 0.
-fn range_end(h: &HeaderMap) -> u64 {
+fn range_end(h: &HeaderMap) -> Option<u64> {
     h.get("range")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim_start_matches("bytes=").split_once('-'))
         .and_then(|(_, end)| end.parse::<u64>().ok())
-        .map_or(0, |end| end + 1)
+        .map(|end| end + 1)
 }
 
 /// The target of `Link: <url>; rel="next"`.
@@ -754,7 +804,15 @@ fn next_link(h: &HeaderMap) -> Option<String> {
 /// status text.
 async fn error_message(resp: Response) -> String {
     let status = resp.status();
-    let body = resp.bytes().await.unwrap_or_default();
+    // Only the start of an error body is read: a message is short, a hostile body is not.
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = futures::StreamExt::next(&mut stream).await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= 64 << 10 {
+            break;
+        }
+    }
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
     let first = parsed
         .as_ref()
@@ -764,9 +822,9 @@ async fn error_message(resp: Response) -> String {
         let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
         let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
         return match (code.is_empty(), msg.is_empty()) {
-            (false, false) => format!("{} ({code})", msg.trim()),
-            (false, true) => code.to_owned(),
-            _ => msg.trim().to_owned(),
+            (false, false) => format!("{} ({})", one_line(msg), one_line(code)),
+            (false, true) => one_line(code),
+            _ => one_line(msg),
         };
     }
     let text = String::from_utf8_lossy(&body);
@@ -792,8 +850,8 @@ mod tests {
         );
         h.insert("range", HeaderValue::from_static("0-1023"));
         assert_eq!(next_link(&h).as_deref(), Some("/v2/a/tags/list?n=2&last=b"));
-        assert_eq!(range_end(&h), 1024);
-        assert_eq!(range_end(&HeaderMap::new()), 0);
+        assert_eq!(range_end(&h), Some(1024));
+        assert_eq!(range_end(&HeaderMap::new()), None);
     }
 
     #[test]

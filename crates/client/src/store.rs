@@ -7,6 +7,8 @@
 //!                                    its name in `org.opencontainers.image.ref.name`
 //! <root>/blobs/sha256/<hex>          complete, verified blobs only
 //! <root>/ingest/<hex>.partial        downloads under way: a pull resumes from their length
+//! <root>/ingest/<hex>.lock           held exclusive by whoever downloads <hex>, so two pulls
+//!                                    of one layer never write one partial file at once
 //! <root>/ingest/push-<key>           the upload URL of an unfinished push, to resume it
 //! <root>/lock                        shared by writers of content, exclusive for deletion
 //! ```
@@ -86,14 +88,19 @@ impl LocalStore {
         &self.root
     }
 
-    fn lock(&self, file: &str, exclusive: bool) -> Result<Lock> {
-        let path = self.root.join(file);
-        let f = File::options()
+    /// Opens (creating) a file that exists to be locked.
+    fn lock_file(path: &Path) -> Result<File> {
+        File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)
-            .map_err(io_err(format!("opening {}", path.display())))?;
+            .open(path)
+            .map_err(io_err(format!("opening {}", path.display())))
+    }
+
+    fn lock(&self, file: &str, exclusive: bool) -> Result<Lock> {
+        let path = self.root.join(file);
+        let f = Self::lock_file(&path)?;
         let locked = if exclusive { f.lock() } else { f.lock_shared() };
         locked.map_err(io_err(format!("locking {}", path.display())))?;
         Ok(Lock(f))
@@ -107,6 +114,26 @@ impl LocalStore {
     /// Held by commands that delete content.
     pub fn lock_exclusive(&self) -> Result<Lock> {
         self.lock("lock", true)
+    }
+
+    /// Waits for the right to download `d`: one writer per partial file, across processes.
+    /// The caller checks [`LocalStore::blob_size`] again once it holds the lock, since the
+    /// writer it waited for may have finished the blob.
+    pub async fn lock_ingest(&self, d: &Digest) -> Result<Lock> {
+        let path = self.root.join("ingest").join(format!("{}.lock", d.hex()));
+        let f = Self::lock_file(&path)?;
+        // Polled rather than blocking, so a waiting task never holds a runtime thread.
+        loop {
+            match f.try_lock() {
+                Ok(()) => return Ok(Lock(f)),
+                Err(fs::TryLockError::WouldBlock) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(io_err(format!("locking {}", path.display()))(e))
+                }
+            }
+        }
     }
 
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -189,7 +216,13 @@ impl LocalStore {
         let to = self.blob_path(d);
         let dir = to.parent().unwrap_or(&self.root).to_owned();
         fs::create_dir_all(&dir).map_err(io_err(what()))?;
-        fs::rename(from, &to).map_err(io_err(what()))?;
+        if let Err(e) = fs::rename(from, &to) {
+            // Another writer committed the same content first: the blob is there, whole.
+            let done = e.kind() == std::io::ErrorKind::NotFound && self.blob_size(d).is_some();
+            if !done {
+                return Err(io_err(what())(e));
+            }
+        }
         File::open(&dir)
             .and_then(|f| f.sync_all())
             .map_err(io_err(what()))

@@ -62,13 +62,19 @@ impl Ctx {
         Ok(())
     }
 
-    /// Runs `f` on every blob an image manifest needs, `parallel` at a time.
+    /// Runs `f` once on every distinct blob an image manifest needs, `parallel` at a time.
+    /// (An artifact may name one blob twice, the empty descriptor as config and layer.)
     async fn each_blob<'a, F, Fut>(&self, m: &'a Manifest, f: F) -> Result<()>
     where
         F: FnMut(&'a Descriptor) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
-        futures::stream::iter(m.required_blobs())
+        let mut seen = HashSet::new();
+        let blobs: Vec<&Descriptor> = m
+            .required_blobs()
+            .filter(|d| seen.insert(&d.digest))
+            .collect();
+        futures::stream::iter(blobs)
             .map(f)
             .buffer_unordered(self.parallel)
             .try_collect::<Vec<()>>()
@@ -214,6 +220,11 @@ async fn fetch_blob(
         task.finish("already here");
         return Ok(());
     }
+    let _writer = store.lock_ingest(&d.digest).await?;
+    if store.blob_size(&d.digest).is_some() {
+        task.finish("already here");
+        return Ok(());
+    }
     let partial = store.partial_path(&d.digest);
     let mut failures = 0;
     loop {
@@ -265,17 +276,16 @@ async fn download(
         hasher.update(&buf[..n]);
         have += n as u64;
     }
-    if have > d.size {
-        file.set_len(0).await.map_err(io_err(what()))?;
-        hasher = DigestHasher::new(d.digest.algorithm());
-        have = 0;
-    }
     if have == d.size && have > 0 {
         return Ok(hasher);
     }
-    let (resp, ranged) = reg.blob(repo, &d.digest, have).await?;
+    let (resp, ranged) = if have > d.size {
+        (reg.blob(repo, &d.digest, 0).await?.0, false)
+    } else {
+        reg.blob(repo, &d.digest, have).await?
+    };
     if !ranged && have > 0 {
-        // The registry sends the whole blob again: start over.
+        // Longer than the blob, or the registry sends the whole blob again: start over.
         file.set_len(0).await.map_err(io_err(what()))?;
         file.seek(SeekFrom::Start(0))
             .await
@@ -418,13 +428,21 @@ async fn upload_blob(
     let state = store.push_state_path(&push_key(reg, repo, &d.digest));
     let mut session = None;
     if let Ok(saved) = tokio::fs::read_to_string(&state).await {
-        if let Some((offset, loc)) = reg.upload_status(repo, saved.trim()).await? {
-            if offset <= size {
+        match reg.upload_status(repo, saved.trim()).await {
+            Ok(Some((offset, loc))) if offset <= size => {
+                // "0-0" is what an empty session reports too: one byte is not worth the doubt.
+                let offset = if offset <= 1 { 0 } else { offset };
                 task.say(&format!("resuming at {offset} bytes"));
                 session = Some((offset, loc));
             }
+            _ => {
+                let _ = tokio::fs::remove_file(&state).await;
+            }
         }
     }
+    // A session saved by an earlier run gets one chance; if the registry refuses to go on
+    // with it, a fresh session starts without counting as a failure.
+    let mut resumed = session.is_some();
     let chunk = ctx.opts.chunk_size.max(1);
     let mut failures = 0u32;
     loop {
@@ -472,9 +490,12 @@ async fn upload_blob(
                         let _ = tokio::fs::write(&state, &loc).await;
                     }
                     Err(e) => {
-                        ctx.retry(&mut failures, e, &task, "resuming").await?;
-                        match reg.upload_status(repo, &loc).await? {
-                            Some((reported, next)) if reported <= size => {
+                        if let Err(e) = ctx.retry(&mut failures, e, &task, "resuming").await {
+                            sent = Err(e);
+                            break;
+                        }
+                        match reg.upload_status(repo, &loc).await {
+                            Ok(Some((reported, next))) if reported <= size => {
                                 // "0-0" is what an empty session reports too.
                                 offset = if reported <= 1 && acked == 0 {
                                     0
@@ -502,16 +523,22 @@ async fn upload_blob(
                 Err(e) => Err(e),
             }
         };
+        let result = match result {
+            // The answer to a finishing PUT may be lost after the registry stored the blob;
+            // the retried PUT then finds no session. The registry's own word settles it.
+            Err(_) if reg.blob_size(repo, &d.digest).await.ok().flatten() == Some(size) => Ok(()),
+            r => r,
+        };
+        let _ = tokio::fs::remove_file(&state).await;
         match result {
             Ok(()) => {
-                let _ = tokio::fs::remove_file(&state).await;
                 task.finish("pushed");
                 return Ok(());
             }
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&state).await;
-                ctx.retry(&mut failures, e, &task, "starting over").await?;
+            Err(e) if std::mem::take(&mut resumed) => {
+                task.say(&format!("{e}; starting a new session"));
             }
+            Err(e) => ctx.retry(&mut failures, e, &task, "starting over").await?,
         }
     }
 }
@@ -603,6 +630,7 @@ async fn copy_blob(ctx: &Ctx, link: &Link<'_>, d: &Descriptor) -> Result<()> {
     }
     let same = link.from.base() == link.to.base();
     let mut failures = 0;
+    let mut reauthorized = false;
     loop {
         let mount = same.then_some((&d.digest, link.src));
         let loc = match link.to.start_upload(link.dst, mount).await? {
@@ -618,8 +646,13 @@ async fn copy_blob(ctx: &Ctx, link: &Link<'_>, d: &Descriptor) -> Result<()> {
         let stream = resp
             .bytes_stream()
             .inspect_ok(move |b| counted.inc(b.len() as u64));
+        // The body streams from the source once. Asked for again (the destination wanted
+        // fresh credentials first), it is empty, the PUT fails, and the loop starts over
+        // with the credentials now in hand.
         let body = std::sync::Mutex::new(Some(reqwest::Body::wrap_stream(stream)));
+        let asked = std::sync::atomic::AtomicU32::new(0);
         let take = || {
+            asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             body.lock()
                 .ok()
                 .and_then(|mut b| b.take())
@@ -634,6 +667,7 @@ async fn copy_blob(ctx: &Ctx, link: &Link<'_>, d: &Descriptor) -> Result<()> {
                 task.finish("copied");
                 return Ok(());
             }
+            Err(_) if asked.into_inner() > 1 && !std::mem::replace(&mut reauthorized, true) => {}
             Err(e) => ctx.retry(&mut failures, e, &task, "retrying").await?,
         }
     }

@@ -62,7 +62,7 @@ fn write_config(dir: &Path, extra: &str, tail: &str) -> std::path::PathBuf {
     config
 }
 
-fn spawn(dir: &Path, extra: &str) -> TestRegistry {
+pub fn spawn(dir: &Path, extra: &str) -> TestRegistry {
     let config = write_config(dir, extra, "");
     TestRegistry::spawn_with(&dir.join("data"), &["--config", config.to_str().unwrap()])
 }

@@ -814,3 +814,222 @@ async fn tags_login_logout_and_errors_a_person_can_act_on() {
         sha256(&img.config)
     );
 }
+
+#[tokio::test]
+async fn an_artifact_naming_one_blob_twice_and_two_pulls_at_once_share_the_store() {
+    let reg = TestRegistry::spawn();
+    // The empty descriptor as config and as a layer, beside a real layer: one download each.
+    let empty = b"{}".to_vec();
+    let payload = bytes(91, 3 << 20);
+    reg.push_blob("art/one", &empty).await;
+    reg.push_blob("art/one", &payload).await;
+    let empty_desc = json!({"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(&empty), "size": 2});
+    let m = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.thing",
+        "config": empty_desc,
+        "layers": [empty_desc, {"mediaType": "application/octet-stream", "digest": sha256(&payload), "size": payload.len()}, empty_desc],
+    });
+    let body = serde_json::to_vec(&m).unwrap();
+    let r = reg.put_manifest("art/one", "v1", OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let user = User::new();
+    let name = format!("{}/art/one:v1", reg.addr);
+    // Two processes pull the same blobs into one store at the same time.
+    let runs: Vec<Child> = (0..2)
+        .map(|_| {
+            user.cmd(&["pull", "-q", &name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The manifest, the empty blob and the payload.
+    assert_eq!(user.blob_files(), 3);
+    let stored = std::fs::read(
+        user.store
+            .path()
+            .join("blobs/sha256")
+            .join(sha256(&payload).trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    assert_eq!(sha256(&stored), sha256(&payload));
+    let partials = std::fs::read_dir(user.store.path().join("ingest"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+        .count();
+    assert_eq!(partials, 0);
+}
+
+/// The name under which a push keeps its session between runs (see `transfer::push_key`).
+fn push_state(user: &User, reg: &TestRegistry, repo: &str, digest: &str) -> std::path::PathBuf {
+    let key = sha256(format!("http://{} {repo} {digest}", reg.addr).as_bytes());
+    user.store
+        .path()
+        .join("ingest")
+        .join(format!("push-{}", &key["sha256:".len()..][..32]))
+}
+
+#[tokio::test]
+async fn a_saved_push_session_continues_when_empty_and_is_replaced_when_gone() {
+    let reg = TestRegistry::spawn();
+    let big = bytes(93, 3 << 20);
+    let img = image("amd64", vec![big.clone()]);
+    reg.push_image("seed/s", "v1", &img).await;
+    let user = User::new();
+    let seed = format!("{}/seed/s:v1", reg.addr);
+    user.ok(&["pull", "-q", &seed]);
+    for (i, repo) in ["empty/s", "gone/s"].iter().enumerate() {
+        let target = format!("{}/{repo}:v1", reg.addr);
+        user.ok(&["tag", &seed, &target]);
+        // A session an earlier run opened and saved, then died before its first chunk
+        // went through (the registry reports "0-0"); or one the registry forgot.
+        let r = reg
+            .req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let mut loc = reg.url(&header(&r, "location"));
+        if i == 1 {
+            let r = reg
+                .req(reqwest::Method::DELETE, &header(&r, "location"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+            loc.push_str("&x=1");
+        }
+        std::fs::write(push_state(&user, &reg, repo, &sha256(&big)), &loc).unwrap();
+        let progress = user.ok_progress(&["push", "--chunk-size", "1048576", &target]);
+        if i == 0 {
+            assert!(progress.contains("resuming at 0 bytes"), "{progress}");
+        }
+        let got = reg.get(&format!("/v2/{repo}/blobs/{}", sha256(&big))).await;
+        assert_eq!(got.status(), StatusCode::OK, "{progress}");
+        assert_eq!(sha256(&got.bytes().await.unwrap()), sha256(&big));
+        assert!(!push_state(&user, &reg, repo, &sha256(&big)).exists());
+    }
+}
+
+#[tokio::test]
+async fn load_takes_the_platform_an_archive_carries_from_a_partial_index() {
+    if !have("tar") {
+        return;
+    }
+    let amd = image("amd64", vec![bytes(95, 20_000)]);
+    let arm = image("arm64", vec![bytes(96, 20_000)]);
+    // An OCI layout whose index names both platforms while only amd64's blobs are there:
+    // what `docker save` writes from containerd's store.
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": amd.digest(), "size": amd.manifest.len(), "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": OCI_MANIFEST, "digest": arm.digest(), "size": arm.manifest.len(), "platform": {"os": "linux", "architecture": "arm64"}},
+        ],
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = dir.path().join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for b in [&index, &amd.manifest, &amd.config, &amd.layers[0]] {
+        std::fs::write(blobs.join(&sha256(b)["sha256:".len()..]), b).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let top = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": OCI_INDEX, "digest": sha256(&index), "size": index.len(),
+        "annotations": {"io.containerd.image.name": "docker.io/library/partial:v1"},
+    }]});
+    std::fs::write(
+        dir.path().join("index.json"),
+        serde_json::to_vec(&top).unwrap(),
+    )
+    .unwrap();
+    let tar = dir.path().join("a.tar");
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(dir.path())
+        .args(["oci-layout", "index.json", "blobs"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let user = User::new();
+    let out = user.ok(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(out.contains("Loaded image: partial:v1"), "{out}");
+    let info = user.json(&["inspect", "partial:v1"]);
+    assert_eq!(info[0]["Id"], sha256(&amd.config));
+    assert_eq!(
+        info[0]["RepoDigests"],
+        json!([format!("partial@{}", sha256(&index))])
+    );
+}
+
+#[tokio::test]
+async fn token_auth_with_a_login_and_with_an_identity_token_from_docker_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = crate::e2e::auth::spawn(dir.path(), "");
+    let img = image("amd64", vec![bytes(97, 10_000)]);
+    let user = User::new();
+    // Seed the store from an open registry, then push where the token flow rules.
+    let open = TestRegistry::spawn();
+    open.push_image("seed/t", "v1", &img).await;
+    let seed = format!("{}/seed/t:v1", open.addr);
+    user.ok(&["pull", "-q", &seed]);
+    let target = format!("{}/team-a/app:v1", reg.addr);
+    user.ok(&["tag", &seed, &target]);
+    let err = user.fails(&["push", &target]);
+    assert!(
+        err.contains("denied") || err.contains("unauthorized"),
+        "{err}"
+    );
+    user.ok(&["login", "-u", "alice", "-p", "alice-pw", &reg.addr]);
+    user.ok(&["push", &target]);
+    user.ok(&["logout", &reg.addr]);
+
+    // An identity token (OAuth2 refresh token) beside a placeholder `auth`, as `az acr
+    // login` writes it: exchanged by POST, never sent as a password.
+    let r = reqwest::Client::new()
+        .get(reg.url("/token?service=berth&offline_token=true"))
+        .basic_auth("alice", Some("alice-pw"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap();
+    std::fs::write(
+        user.docker.path().join("config.json"),
+        json!({"auths": {reg.addr.clone(): {
+            "auth": "MDAwMDAwMDAtMDAwMDAwMDA6",
+            "identitytoken": refresh,
+        }}})
+        .to_string(),
+    )
+    .unwrap();
+    let fresh = User {
+        store: tempfile::tempdir().unwrap(),
+        docker: user.docker,
+    };
+    fresh.ok(&["pull", "-q", &target]);
+    assert_eq!(
+        fresh.json(&["inspect", &target])[0]["Id"],
+        sha256(&img.config)
+    );
+}

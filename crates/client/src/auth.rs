@@ -11,13 +11,16 @@
 //! (send them on every request) or `Bearer realm=…,service=…,scope=…` (trade them at the realm
 //! for a token scoped to the repository and actions).
 
-use crate::error::{io_err, Error, Result};
+use crate::error::{io_err, one_line, Error, Result};
 use crate::reference::DOCKER_HUB;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// The user name credential helpers and docker give an identity (refresh) token.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
 
 /// A user name and its password or token.
 #[derive(Clone, PartialEq, Eq)]
@@ -113,6 +116,14 @@ impl DockerConfig {
             let Some(entry) = auths.get(&key) else {
                 continue;
             };
+            // An identity token wins over `auth` (which then often holds a placeholder user
+            // with no password): it is exchanged for access tokens by OAuth2.
+            if let Some(token) = entry.get("identitytoken").and_then(Value::as_str) {
+                return Ok(Some(Credentials {
+                    username: IDENTITY_TOKEN_USER.to_owned(),
+                    secret: token.to_owned(),
+                }));
+            }
             if let Some(auth) = entry.get("auth").and_then(Value::as_str) {
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(auth.trim())
@@ -130,12 +141,6 @@ impl DockerConfig {
                         secret: p.to_owned(),
                     }));
                 }
-            }
-            if let Some(token) = entry.get("identitytoken").and_then(Value::as_str) {
-                return Ok(Some(Credentials {
-                    username: "<token>".to_owned(),
-                    secret: token.to_owned(),
-                }));
             }
         }
         Ok(None)
@@ -238,7 +243,7 @@ fn run_helper(helper: &str, action: &str, input: &[u8]) -> Result<Vec<u8>> {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         return Err(Error::Invalid(format!(
             "{program} {action} failed: {}",
-            if msg.is_empty() { err } else { msg }
+            one_line(if msg.is_empty() { &err } else { &msg })
         )));
     }
     Ok(out.stdout)

@@ -273,6 +273,8 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
             common,
         } => {
             let store = common.store()?;
+            // Shared: a prune waits, so the image cannot vanish between lookup and naming.
+            let _lock = store.lock_shared()?;
             let entry = find_local(&store, &source)?;
             let to = parse_ref(&target)?;
             let mut desc = entry.descriptor;
@@ -427,12 +429,23 @@ fn find_local(store: &LocalStore, input: &str) -> Result<Entry, Error> {
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
     {
-        for e in &entries {
-            let id = ImageView::local(store, &e.descriptor).map(|v| v.id.hex().to_owned());
-            if e.descriptor.digest.hex().starts_with(hex) || id.is_ok_and(|id| id.starts_with(hex))
-            {
-                return Ok(e.clone());
-            }
+        let matches: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| {
+                let id = ImageView::local(store, &e.descriptor).map(|v| v.id.hex().to_owned());
+                e.descriptor.digest.hex().starts_with(hex) || id.is_ok_and(|id| id.starts_with(hex))
+            })
+            .collect();
+        // Several names of one image are one match; two images are not.
+        let distinct: HashSet<&Digest> = matches.iter().map(|e| &e.descriptor.digest).collect();
+        if distinct.len() > 1 {
+            return Err(Error::Invalid(format!(
+                "{input} is ambiguous: {} images have ids starting so",
+                distinct.len()
+            )));
+        }
+        if let Some(e) = matches.first() {
+            return Ok((*e).clone());
         }
     }
     Err(Error::NotFound(format!("no such image: {input}")))
@@ -661,6 +674,8 @@ fn rmi(store: &LocalStore, images: &[String]) -> Result<()> {
 }
 
 fn save(store: &LocalStore, images: &[String], output: Option<PathBuf>) -> Result<()> {
+    // Shared: a prune waits until every blob is in the archive.
+    let _lock = store.lock_shared()?;
     let mut by_image: Vec<SaveItem> = Vec::new();
     for image in images {
         let entry = find_local(store, image)?;
@@ -686,16 +701,38 @@ fn save(store: &LocalStore, images: &[String], output: Option<PathBuf>) -> Resul
         }
     }
     match output {
+        // A device or a pipe (`-o /dev/stdout`) is written as it is.
+        Some(path) if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) => {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            archive::save(store, &by_image, &mut w)?;
+            w.flush()?;
+        }
+        // A file appears whole or not at all: written beside it, then renamed.
         Some(path) => {
-            let tmp = path.with_extension("partial");
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "archive".into());
+            let tmp = path.with_file_name(format!(".{file_name}.{}.partial", std::process::id()));
             let f = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            archive::save(store, &by_image, &mut w)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            let written = archive::save(store, &by_image, &mut w)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| Ok(w.into_inner().map_err(|e| e.into_error())?))
+                .and_then(|f| Ok(f.sync_all()?))
+                .and_then(|()| {
+                    std::fs::rename(&tmp, &path)
+                        .with_context(|| format!("cannot write {}", path.display()))
+                });
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written?;
         }
         None => {
             if std::io::stdout().is_terminal() {

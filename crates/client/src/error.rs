@@ -21,8 +21,9 @@ pub enum Error {
     },
     #[error("disk full: {0}")]
     DiskFull(String),
-    #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
+    // `cause`, not `source`: the cause is printed here, so it must not print again in a chain.
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: io::Error },
     #[error("{0}")]
     Invalid(String),
     #[error("digest mismatch for {expected}: received content hashes to {actual}")]
@@ -43,12 +44,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Wraps an I/O error with what was being done; a full disk gets its own message.
 pub fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
-    move |source| {
+    move |cause| {
         let what = what.into();
-        if source.kind() == io::ErrorKind::StorageFull {
+        if cause.kind() == io::ErrorKind::StorageFull {
             Error::DiskFull(what)
         } else {
-            Error::Io { what, source }
+            Error::Io { what, cause }
         }
     }
 }
@@ -62,6 +63,20 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// Text from elsewhere (a registry, a helper) folded onto one line, and kept short.
+pub fn one_line(text: &str) -> String {
+    let mut out = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > 300 {
+        let mut end = 300;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
 }
 
 /// The innermost cause of a transport error: "connection refused", not the URL wrapper.

@@ -165,10 +165,18 @@ impl Registry {
             tokens: Mutex::new(HashMap::new()),
             opts,
         };
-        if local || reg.opts.insecure {
-            // Docker's rule for insecure registries, and for this machine's: HTTPS if it
-            // answers, else plain HTTP.
-            let https = reg.http.get(format!("{}/v2/", reg.base)).send().await;
+        if local {
+            // This machine's registries speak plain HTTP: probing HTTPS first would cost a
+            // handshake a plain server may answer only after its header timeout.
+            reg.base = format!("http://{host}");
+        } else if reg.opts.insecure {
+            // Docker's rule for insecure registries: HTTPS if it answers, else HTTP.
+            let https = reg
+                .http
+                .get(format!("{}/v2/", reg.base))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
             if https.is_err() {
                 reg.base = format!("http://{host}");
             }

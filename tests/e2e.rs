@@ -9,6 +9,7 @@ mod e2e {
     pub mod gc;
     pub mod harness;
     pub mod images;
+    pub mod limits;
     pub mod listing;
     pub mod manifests;
     pub mod proxy;

@@ -253,6 +253,18 @@ pub struct LimitsConfig {
     pub manifest_cache_bytes: usize,
     /// Seconds after which an upload session that received nothing is unknown.
     pub upload_expiry_secs: u64,
+    /// Open connections at most; one more is answered 503 with `Retry-After` and closed.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (also how long an idle keep-alive
+    /// connection stays open).
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may send nothing before the request fails.
+    pub body_timeout_secs: u64,
+    /// Upload sessions one client address may open in a burst; beyond it, 429 with
+    /// `Retry-After`.
+    pub uploads_per_client_burst: u32,
+    /// Upload sessions per second a client address regains after a burst.
+    pub uploads_per_client_per_sec: u32,
 }
 
 impl Default for LimitsConfig {
@@ -264,6 +276,11 @@ impl Default for LimitsConfig {
             default_catalog_page: d.default_catalog_page,
             manifest_cache_bytes: d.manifest_cache_bytes,
             upload_expiry_secs: d.upload_expiry.as_secs(),
+            max_connections: 4096,
+            header_timeout_secs: 60,
+            body_timeout_secs: 60,
+            uploads_per_client_burst: 10_000,
+            uploads_per_client_per_sec: 100,
         }
     }
 }
@@ -372,6 +389,14 @@ impl Config {
     }
 
     /// The domain's options; fails on an invalid duration, glob or regex, naming it.
+    /// What one connection may cost, for [`crate::conn::serve`].
+    pub fn conn_limits(&self) -> crate::conn::ConnLimits {
+        crate::conn::ConnLimits {
+            max_connections: self.limits.max_connections,
+            header_timeout: std::time::Duration::from_secs(self.limits.header_timeout_secs.max(1)),
+        }
+    }
+
     pub fn registry_options(&self) -> anyhow::Result<berth_registry::Options> {
         let mut retention = Vec::new();
         for (i, r) in self.retention.iter().enumerate() {

@@ -28,12 +28,56 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     pub auth: Arc<Auth>,
     pub storage: Arc<metrics::StorageGauges>,
+    pub uploads: Arc<UploadLimit>,
 }
 
-/// Who is asking, for the handlers whose answer depends on it (catalog, mounts).
+/// Who is asking, for the handlers whose answer depends on it (catalog, mounts, uploads).
 pub struct Access<'a> {
     pub auth: &'a Auth,
     pub caller: &'a Caller,
+    pub peer: IpAddr,
+    pub uploads: &'a UploadLimit,
+}
+
+/// How many upload sessions one client address may open: a burst, then a steady rate. A
+/// session costs a record and, once written to, a file; a client opening them in a loop
+/// gets 429 with `Retry-After` instead of filling the disk with empty sessions.
+pub struct UploadLimit {
+    limiter: auth::limiter::Limiter,
+    burst: u32,
+}
+
+impl UploadLimit {
+    pub fn new(burst: u32, per_sec: u32) -> UploadLimit {
+        UploadLimit {
+            limiter: auth::limiter::Limiter::new(std::time::Duration::from_secs_f64(
+                1.0 / f64::from(per_sec.max(1)),
+            )),
+            burst: burst.max(1),
+        }
+    }
+
+    /// `Err` (429) when `peer` has opened its burst of sessions recently.
+    fn check(&self, peer: IpAddr) -> Result<()> {
+        self.limiter
+            .check(&peer.to_string(), self.burst)
+            .map_err(|wait| {
+                ApiError::status(
+                    ErrorCode::TooManyRequests,
+                    429,
+                    "too many upload sessions opened: try again later",
+                )
+                .with_header(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(wait.as_secs().max(1)),
+                )
+            })
+    }
+
+    /// Counts a session `peer` opened.
+    fn opened(&self, peer: IpAddr) {
+        self.limiter.fail(&peer.to_string());
+    }
 }
 
 type Result<T = Response, E = ApiError> = std::result::Result<T, E>;
@@ -195,6 +239,8 @@ pub async fn v2(State(app): State<AppState>, req: Request) -> Response {
                     let access = Access {
                         auth: &app.auth,
                         caller: &caller,
+                        peer: peer(&req),
+                        uploads: &app.uploads,
                     };
                     (
                         label,
@@ -473,9 +519,11 @@ async fn start_upload(
                     .allowed(access.caller, f.as_str())
                     .has(Action::Pull)
             });
+        access.uploads.check(access.peer)?;
         return match reg.mount_blob(repo, &digest, from.as_ref()).await? {
             Mount::Mounted { .. } => Ok(blob_created(repo, &digest)),
             Mount::Upload(rec) => {
+                access.uploads.opened(access.peer);
                 let mut r = empty(StatusCode::ACCEPTED);
                 upload_headers(r.headers_mut(), repo, &rec.id, 0);
                 Ok(r)
@@ -492,7 +540,9 @@ async fn start_upload(
             .await?;
         return Ok(blob_created(repo, &digest));
     }
+    access.uploads.check(access.peer)?;
     let rec = reg.start_upload(repo).await?;
+    access.uploads.opened(access.peer);
     let mut r = empty(StatusCode::ACCEPTED);
     upload_headers(r.headers_mut(), repo, &rec.id, 0);
     Ok(r)

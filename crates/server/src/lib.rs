@@ -4,6 +4,7 @@
 //! - [`admin`]: Berth's administration API (collection, reconciliation, usage).
 //! - [`auth`]: who the caller is and what they may do; the token endpoint.
 //! - [`config`]: the TOML configuration and its defaults.
+//! - [`conn`]: the accept loop: header timeout, connection cap, draining on shutdown.
 //! - [`dispatch`]: the `/v2/` path parser (repository names contain `/`).
 //! - [`handlers`]: one thin handler per endpoint.
 //! - [`jobs`]: scheduled work: pull times, storage gauges, collection, reconciliation.
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod dispatch;
 pub mod error;
 pub mod handlers;
@@ -30,7 +32,7 @@ use axum::Router;
 use berth_registry::Registry;
 use config::{Config, LogFormat};
 use handlers::AppState;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -64,8 +66,9 @@ pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
         .context("opening the registry")
 }
 
-/// The application: `/v2/` and everything under it, and `/metrics`.
-pub fn app(state: AppState) -> Router {
+/// The application: `/v2/` and everything under it, and `/metrics`. A request body that
+/// sends nothing for `body_idle` fails (see [`conn::IdleTimeout`]).
+pub fn app(state: AppState, body_idle: Duration) -> Router {
     Router::new()
         .route("/v2", any(handlers::v2))
         .route("/v2/", any(handlers::v2))
@@ -85,6 +88,11 @@ pub fn app(state: AppState) -> Router {
             },
         ))
         .layer(axum::middleware::from_fn_with_state((), metrics::track))
+        .layer(axum::middleware::map_request(
+            move |req: axum::extract::Request| async move {
+                req.map(|b| axum::body::Body::new(conn::IdleTimeout::new(b, body_idle)))
+            },
+        ))
 }
 
 /// Serves `registry` on `listener` until `shutdown` resolves, then gives in-flight requests
@@ -103,51 +111,31 @@ pub async fn serve(
     let storage = Arc::new(metrics::StorageGauges::default());
     let (gc, reconcile) = config.schedules()?;
     let _jobs = jobs::start(&registry, &storage, gc, reconcile);
-    let app = app(AppState {
-        registry,
-        metrics,
-        auth,
-        storage,
-    });
+    conn::raise_fd_limit();
+    let limits = config.conn_limits();
+    let app = app(
+        AppState {
+            registry,
+            metrics,
+            auth,
+            storage,
+            uploads: Arc::new(handlers::UploadLimit::new(
+                config.limits.uploads_per_client_burst,
+                config.limits.uploads_per_client_per_sec,
+            )),
+        },
+        Duration::from_secs(config.limits.body_timeout_secs),
+    );
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
     match &config.tls {
         Some(tls) => {
             let listener = tls::TlsListener::start(listener, tls.cert.clone(), tls.key.clone())?;
             tracing::info!("TLS on, certificate {}", tls.cert.display());
-            serve_on(listener, app, grace, shutdown).await
+            conn::serve(listener, app, limits, grace, shutdown).await
         }
-        None => serve_on(sendfile::SendfileListener(listener), app, grace, shutdown).await,
-    }
-}
-
-/// Serves `app` on `listener` until `shutdown`, then drains for at most `grace`.
-async fn serve_on<L>(
-    listener: L,
-    app: Router,
-    grace: Duration,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()>
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-    for<'a> sendfile::ConnInfo:
-        axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = app.into_make_service_with_connect_info::<sendfile::ConnInfo>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight requests");
-        let _ = stop_tx.send(());
-    });
-    let server = server.into_future();
-    tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => r.context("serving")?,
-        _ = async {
-            let _ = stop_rx.await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("in-flight requests did not finish within {}s; exiting", grace.as_secs());
+        None => {
+            let listener = sendfile::SendfileListener(listener);
+            conn::serve(listener, app, limits, grace, shutdown).await
         }
     }
     tracing::info!("stopped");

@@ -67,6 +67,11 @@ impl Drop for InFlight {
     }
 }
 
+/// A connection over `max_connections`, answered 503.
+pub fn refused_connection() {
+    metrics::counter!("berth_connections_refused_total").increment(1);
+}
+
 pub fn received(n: u64) {
     metrics::counter!("berth_bytes_received_total").increment(n);
 }

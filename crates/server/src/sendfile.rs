@@ -16,8 +16,7 @@
 //! Only HTTP/1 over a [`Conn`] takes marks: HTTP/2 copies body bytes into its own frames, and
 //! would send the zeros (the handler checks the request version).
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -214,12 +213,12 @@ pub struct ConnInfo {
     pub files: Option<FileSender>,
 }
 
-impl Connected<IncomingStream<'_, SendfileListener>> for ConnInfo {
-    fn connect_info(stream: IncomingStream<'_, SendfileListener>) -> ConnInfo {
+impl crate::conn::Peer for Conn {
+    fn conn_info(&self, remote: SocketAddr) -> ConnInfo {
         ConnInfo {
-            remote: *stream.remote_addr(),
+            remote,
             tls: false,
-            files: Some(FileSender(Arc::clone(&stream.io().pending))),
+            files: Some(FileSender(Arc::clone(&self.pending))),
         }
     }
 }

@@ -10,8 +10,7 @@
 use crate::config::file_stamp;
 use crate::sendfile::ConnInfo;
 use anyhow::Context;
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -130,8 +129,8 @@ impl Listener for TlsListener {
     }
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for ConnInfo {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> ConnInfo {
-        ConnInfo::without_sendfile(*stream.remote_addr())
+impl crate::conn::Peer for TlsStream<TcpStream> {
+    fn conn_info(&self, remote: SocketAddr) -> ConnInfo {
+        ConnInfo::without_sendfile(remote)
     }
 }

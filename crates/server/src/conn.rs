@@ -1,0 +1,192 @@
+//! Connections: the accept loop and what each connection may cost. axum's own `serve` sets
+//! no timer, so a client could hold a connection forever by sending its headers one byte a
+//! minute; here every connection gets hyper's header timeout, the number of open
+//! connections is capped (the connection over the cap is answered `503` with `Retry-After`
+//! and closed, so descriptors and memory stay bounded), and shutdown drains what is open.
+//! Request bodies that stall are cut by [`IdleTimeout`].
+
+use crate::sendfile::ConnInfo;
+use axum::extract::ConnectInfo;
+use axum::serve::Listener;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// What a connection may cost (from `[limits]`).
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// Open connections at most; the next one is refused with `503`.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_timeout: Duration,
+}
+
+/// An accepted connection says what its requests may know of it.
+pub trait Peer {
+    fn conn_info(&self, remote: SocketAddr) -> ConnInfo;
+}
+
+/// Raises the soft limit of open files to the hard one (as Go's runtime does): the default
+/// soft limit (often 1024) is below what `max_connections` and open blob files need.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("could not raise the open-file limit");
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown`, then drains open connections for at most
+/// `grace`.
+pub async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    limits: ConnLimits,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) where
+    L: Listener<Addr = SocketAddr>,
+    L::Io: Peer,
+{
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(60)));
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (io, remote) = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
+        let info = io.conn_info(remote);
+        let io = TokioIo::new(io);
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            tokio::spawn(refuse(builder.clone(), io));
+            continue;
+        };
+        let svc = app
+            .clone()
+            .map_request(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(info.clone()));
+                req
+            });
+        let conn = builder
+            .serve_connection(io, TowerToHyperService::new(svc))
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {remote}: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("in-flight requests did not finish within {}s; exiting", grace.as_secs());
+        }
+    }
+}
+
+/// Answers every request of a connection over the cap with `503` and `Retry-After`, for a
+/// few seconds at most.
+async fn refuse<I>(builder: Builder<TokioExecutor>, io: TokioIo<I>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    crate::metrics::refused_connection();
+    let svc = hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
+        let mut r = crate::error::too_busy();
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        Ok::<_, std::convert::Infallible>(r)
+    });
+    let conn = builder.serve_connection(io, svc);
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+}
+
+/// A request body that yields nothing for `idle` ends with a `TimedOut` error: a client
+/// that stops sending mid-upload releases its connection and its buffers.
+pub struct IdleTimeout<B> {
+    body: B,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleTimeout<B> {
+    pub fn new(body: B, idle: Duration) -> IdleTimeout<B> {
+        IdleTimeout {
+            body,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl<B> http_body::Body for IdleTimeout<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no body bytes for {}s", this.idle.as_secs()),
+                ))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,160 @@
+//! Resource limits: a client that sends its headers or its body too slowly is cut off, the
+//! connection over the cap gets 503 with `Retry-After`, a client opening upload sessions in
+//! a loop gets 429 — and through all of it the registry keeps serving everyone else.
+
+use crate::e2e::harness::{error_code, header, sha256, TestRegistry};
+use crate::e2e::images::bytes;
+use reqwest::{Method, StatusCode};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A registry with `[limits]` set as given.
+fn spawn(limits: &str) -> (TestRegistry, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("berth.toml");
+    std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
+    let reg = TestRegistry::spawn_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    (reg, dir)
+}
+
+/// Reads until the server closes the connection; returns what it sent and how long it took.
+fn read_to_close(s: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let start = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the server kept the connection open: {e}"),
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), start.elapsed())
+}
+
+#[tokio::test]
+async fn slow_headers_and_stalled_bodies_are_cut_off() {
+    let (reg, _dir) = spawn("header_timeout_secs = 1\nbody_timeout_secs = 1");
+    // Headers that never end: the connection is closed after the header timeout.
+    let mut slow = TcpStream::connect(&reg.addr).unwrap();
+    slow.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+        .unwrap();
+    // Meanwhile everyone else is served.
+    assert_eq!(reg.get("/v2/").await.status(), StatusCode::OK);
+    let (_, took) = read_to_close(&mut slow, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    // Idle connections are closed after the header timeout too: no pooling from here on,
+    // so no request races that close.
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    // A PATCH that sends 3 bytes of the 1000 it announced, then nothing.
+    let r = c
+        .post(reg.url("/v2/slow/body/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let loc = header(&r, "location");
+    let mut s = TcpStream::connect(&reg.addr).unwrap();
+    write!(
+        s,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\nabc"
+    )
+    .unwrap();
+    let (answer, took) = read_to_close(&mut s, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    // The session holds nothing of the cut request and takes the blob whole.
+    let r = c.get(reg.url(&loc)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), "0-0");
+    let data = bytes(5, 5000);
+    let r = c
+        .put(reg.url(&format!("{loc}?digest={}", sha256(&data))))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn the_connection_over_the_cap_gets_503_with_retry_after() {
+    let (reg, _dir) = spawn("max_connections = 4");
+    // Four connections, each with a request answered, kept open.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(&reg.addr).unwrap();
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(s);
+    }
+    let c = reqwest::Client::new();
+    let r = c.get(reg.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&r, "retry-after"), "1");
+    assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
+    // Room again once they close.
+    drop(held);
+    let mut ok = false;
+    for _ in 0..50 {
+        let c = reqwest::Client::new();
+        if c.get(reg.url("/v2/")).send().await.unwrap().status() == StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "connections closed by the client were never released");
+}
+
+#[tokio::test]
+async fn a_client_opening_sessions_in_a_loop_gets_429() {
+    let (reg, _dir) = spawn("uploads_per_client_burst = 20\nuploads_per_client_per_sec = 1");
+    for i in 0..20 {
+        let r = reg
+            .req(Method::POST, "/v2/loop/x/blobs/uploads/")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "session {i}");
+    }
+    let r = reg
+        .req(Method::POST, "/v2/loop/x/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(header(&r, "retry-after").parse::<u64>().unwrap() >= 1);
+    assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
+    // A monolithic push opens no session: it still goes through, and pulls are served.
+    let data = bytes(6, 1000);
+    let r = reg
+        .req(
+            Method::POST,
+            &format!("/v2/loop/x/blobs/uploads/?digest={}", sha256(&data)),
+        )
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg
+        .get(&format!("/v2/loop/x/blobs/{}", sha256(&data)))
+        .await;
+    assert_eq!(r.bytes().await.unwrap().to_vec(), data);
+}

@@ -6,8 +6,10 @@ mod e2e {
     pub mod cli;
     pub mod client;
     pub mod clients;
+    pub mod concurrency;
     pub mod gc;
     pub mod harness;
+    pub mod hostile;
     pub mod images;
     pub mod limits;
     pub mod listing;

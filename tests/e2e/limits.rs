@@ -158,3 +158,72 @@ async fn a_client_opening_sessions_in_a_loop_gets_429() {
         .await;
     assert_eq!(r.bytes().await.unwrap().to_vec(), data);
 }
+
+/// Open descriptors and resident memory (KiB) of process `pid`.
+fn fds_and_rss(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    (fds, rss)
+}
+
+#[tokio::test]
+async fn a_flood_of_connections_and_sessions_exhausts_neither_descriptors_nor_memory() {
+    let (reg, _dir) = spawn(
+        "max_connections = 64\nuploads_per_client_burst = 1000\nuploads_per_client_per_sec = 1",
+    );
+    let (fds0, rss0) = fds_and_rss(reg.pid());
+    // 2,000 connections opened and held, each with half a request sent.
+    let mut held = Vec::new();
+    for _ in 0..2000 {
+        if let Ok(mut s) = TcpStream::connect(&reg.addr) {
+            let _ = s.write_all(b"POST /v2/flood/x/blobs/uploads/ HTTP/1.1\r\nHost: x\r\n");
+            held.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (fds, rss) = fds_and_rss(reg.pid());
+    assert!(held.len() >= 1000, "only {} connections opened", held.len());
+    println!(
+        "{} connections held: server descriptors {fds0} -> {fds}, RSS {rss0} -> {rss} KiB",
+        held.len()
+    );
+    // The cap, plus refusals still draining, plus the server's own files.
+    assert!(
+        fds <= fds0 + 64 + 256 + 8,
+        "{fds} descriptors open (from {fds0})"
+    );
+    // Thousands of upload sessions from one address: the burst, then 429.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = reqwest::Client::new();
+    let (mut opened, mut refused) = (0, 0);
+    for _ in 0..3000 {
+        let r = c
+            .post(reg.url("/v2/flood/x/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        match r.status() {
+            StatusCode::ACCEPTED => opened += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            s => panic!("session POST answered {s}"),
+        }
+    }
+    assert!((1000..1030).contains(&opened), "{opened} sessions opened");
+    assert_eq!(opened + refused, 3000);
+    let (_, rss_after) = fds_and_rss(reg.pid());
+    println!("3000 session POSTs: {opened} opened, {refused} refused; RSS {rss_after} KiB");
+    assert!(
+        rss.max(rss_after) < rss0 + 64 * 1024,
+        "resident memory grew from {rss0} KiB to {} KiB",
+        rss.max(rss_after)
+    );
+    assert_eq!(reg.get("/v2/").await.status(), StatusCode::OK);
+}

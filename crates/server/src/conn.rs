@@ -64,7 +64,7 @@ pub async fn serve<L>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     L: Listener<Addr = SocketAddr>,
-    L::Io: Peer,
+    L::Io: Peer + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -76,6 +76,7 @@ pub async fn serve<L>(
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(60)));
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -83,12 +84,17 @@ pub async fn serve<L>(
             c = listener.accept() => c,
             () = &mut shutdown => break,
         };
-        let info = io.conn_info(remote);
-        let io = TokioIo::new(io);
         let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
-            tokio::spawn(refuse(builder.clone(), io));
+            if let Ok(refusing) = Arc::clone(&refusing).try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(io).await;
+                    drop(refusing);
+                });
+            }
             continue;
         };
+        let info = io.conn_info(remote);
+        let io = TokioIo::new(io);
         let svc = app
             .clone()
             .map_request(move |mut req: hyper::Request<Incoming>| {
@@ -116,23 +122,58 @@ pub async fn serve<L>(
     }
 }
 
-/// Answers every request of a connection over the cap with `503` and `Retry-After`, for a
-/// few seconds at most.
-async fn refuse<I>(builder: Builder<TokioExecutor>, io: TokioIo<I>)
+/// Refusals answered at once; beyond this many, a connection over the cap is just closed.
+const MAX_REFUSING: usize = 256;
+
+/// The error body of a connection over the cap. It is written raw, before any request is
+/// parsed, which is why it is not built by `error.rs` like every other error.
+const REFUSAL_BODY: &str = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"too many connections: try again shortly"}]}"#;
+
+fn refusal() -> Vec<u8> {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         docker-distribution-api-version: registry/2.0\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{REFUSAL_BODY}",
+        REFUSAL_BODY.len()
+    )
+    .into_bytes()
+}
+
+/// Answers a connection over the cap with `503` and `Retry-After` and closes it, holding
+/// its descriptor a second at most. The answer waits for the request's headers (a client
+/// sees an answer before its request as a broken connection), and what follows them is
+/// read and dropped so that closing does not reset the connection before the client reads
+/// the answer.
+async fn refuse<I>(mut io: I)
 where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     crate::metrics::refused_connection();
-    let svc = hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
-        let mut r = crate::error::too_busy();
-        r.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
-        Ok::<_, std::convert::Infallible>(r)
-    });
-    let conn = builder.serve_connection(io, svc);
-    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    let answer = async {
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < (16 << 10) {
+            let n = io.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        io.write_all(&refusal()).await?;
+        io.flush().await?;
+        io.shutdown().await?;
+        let mut left = 64usize << 10;
+        while left > 0 {
+            let n = io.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            left -= n.min(left);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
 }
 
 /// A request body that yields nothing for `idle` ends with a `TimedOut` error: a client

@@ -183,6 +183,22 @@ async fn hostile_requests_get_the_spec_error_and_change_nothing() {
     }))
     .unwrap();
 
+    let child_missing = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": zero, "size": 100}],
+    }))
+    .unwrap();
+    let mut bad_digest: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    bad_digest["layers"][0]["digest"] = "sha256:zz".into();
+    let bad_digest = serde_json::to_vec(&bad_digest).unwrap();
+    let mut wrong_size: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    wrong_size["layers"][0]["size"] = 7.into();
+    let wrong_size = serde_json::to_vec(&wrong_size).unwrap();
+    let mut negative_size: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    negative_size["layers"][0]["size"] = (-1).into();
+    let negative_size = serde_json::to_vec(&negative_size).unwrap();
+
     let mut cases = vec![
         // Names and paths.
         case("dot-dot segment", "GET /v2/good/../repo/manifests/v1 HTTP/1.1", 400, "NAME_INVALID"),
@@ -244,6 +260,14 @@ async fn hostile_requests_get_the_spec_error_and_change_nothing() {
             code: "MANIFEST_BLOB_UNKNOWN",
             ..manifest_put("good/repo", "missing", OCI_MANIFEST, missing_blob_manifest)
         },
+        Case {
+            status: 400,
+            code: "MANIFEST_BLOB_UNKNOWN",
+            ..manifest_put("good/repo", "child-missing", OCI_INDEX, child_missing)
+        },
+        manifest_put("good/repo", "bad-digest", OCI_MANIFEST, bad_digest),
+        manifest_put("good/repo", "wrong-size", OCI_MANIFEST, wrong_size),
+        manifest_put("good/repo", "negative-size", OCI_MANIFEST, negative_size),
         manifest_put("good/repo", "disagree", OCI_INDEX, img.manifest.clone()),
         manifest_put("good/repo", "unknown-type", "application/x-unknown", img.manifest.clone()),
         Case {
@@ -265,6 +289,10 @@ async fn hostile_requests_get_the_spec_error_and_change_nothing() {
         case("huge header", format!("GET /v2/ HTTP/1.1\r\nX-Big: {}", "b".repeat(1 << 20)), 431, ""),
         case("too many headers", format!("GET /v2/ HTTP/1.1{}", "\r\nX-H: 1".repeat(500)), 431, ""),
         case("garbage request line", "\u{1}\u{2}\u{3} / HTTP/1.1", 400, ""),
+        with_body(
+            case("broken chunked encoding", format!("POST /v2/good/repo/blobs/uploads/?digest={good_digest} HTTP/1.1\r\nTransfer-Encoding: chunked"), 400, "BLOB_UPLOAD_INVALID"),
+            b"zz\r\nhello\r\n0\r\n\r\n".to_vec(),
+        ),
     ];
 
     // Chunks out of order and overlapping, invalid Content-Range, on live sessions.

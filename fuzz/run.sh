@@ -3,10 +3,15 @@
 # N seconds (default 20; first argument or FUZZ_SECONDS), failing if any target finds a
 # crash, a panic, a failed assertion or a hang. CI runs it; so can anyone, from a fresh clone.
 #
-# It works on the stable toolchain. cargo fuzz adds rustc flags that stable refuses without
-# RUSTC_BOOTSTRAP=1, and `-s none` turns off the sanitizers, which need nightly; the targets
-# are safe Rust, so a sanitizer would find little that a panic does not already report.
-# cargo-fuzz itself is installed from crates.io when missing.
+# It runs on the stable toolchain (CI has no other). `-s none` turns off the sanitizers,
+# which are nightly-only, leaving cargo fuzz's coverage flags, which stable accepts; the
+# targets are safe Rust, so a sanitizer would add little to the panics and failed
+# assertions they report. RUSTC_BOOTSTRAP=1 lets stable accept any nightly-only flag a
+# cargo-fuzz release may pass, so such a release does not break the pass. cargo-fuzz
+# itself is installed from crates.io when missing.
+#
+# The first build compiles the server's and client's whole dependency tree with coverage
+# instrumentation (about 10 CPU-minutes); later runs rebuild only what changed.
 #
 # Corpora grow in fuzz/corpus/<target>/ and findings land in fuzz/artifacts/<target>/ (both
 # ignored by git); reproduce one with the command printed at the end of its run. A finding

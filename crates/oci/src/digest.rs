@@ -164,6 +164,29 @@ enum Inner {
 /// ignored (and the bytes re-hashed) rather than misread.
 const STATE_VERSION: u8 = 1;
 
+/// The most bytes a saved state may claim: sha256 counts the message in bits in 64 bits, so
+/// no hash covers more than 2^61 - 1 bytes, and a larger count can only be damage (it would
+/// overflow the counters as soon as more bytes arrive).
+const MAX_STATE_LEN: u64 = u64::MAX >> 3;
+
+/// The byte count a serialised sha2 state holds. The state is the chaining value (8 words),
+/// the number of compressed blocks (little-endian, 8 bytes for sha256, 16 for sha512), then
+/// the buffer: one byte saying how many bytes it holds, and those bytes. `None` when the
+/// count does not fit in a `u64`.
+fn state_len(algorithm: Algorithm, state: &[u8]) -> Option<u64> {
+    let (words, counter, block) = match algorithm {
+        Algorithm::Sha256 => (32, 8, 64u128),
+        Algorithm::Sha512 => (64, 16, 128u128),
+    };
+    let mut blocks = [0u8; 16];
+    blocks[..counter].copy_from_slice(state.get(words..words + counter)?);
+    let buffered = u128::from(*state.get(words + counter)?);
+    let len = u128::from_le_bytes(blocks)
+        .checked_mul(block)?
+        .checked_add(buffered)?;
+    u64::try_from(len).ok()
+}
+
 impl DigestHasher {
     pub fn new(algorithm: Algorithm) -> DigestHasher {
         let inner = match algorithm {
@@ -230,6 +253,11 @@ impl DigestHasher {
         let len: u64 = parts.next()?.parse().ok()?;
         let state = hex::decode(parts.next()?).ok()?;
         if parts.next().is_some() {
+            return None;
+        }
+        // The count written beside the state must be the one inside it: a state that
+        // disagrees is damaged, and one past the hash's limit would overflow on the next byte.
+        if len > MAX_STATE_LEN || state_len(algorithm, &state) != Some(len) {
             return None;
         }
         let inner = match algorithm {
@@ -304,6 +332,40 @@ mod tests {
         assert!(DigestHasher::restore("v0:sha256:0:00").is_none());
         assert!(DigestHasher::restore("v1:sha256:0:zz").is_none());
         assert!(DigestHasher::restore("v1:sha256:0:00").is_none());
+    }
+
+    /// The chaining value of a sha256 hasher that has seen nothing.
+    const SHA256_INIT: &str = "67e6096a85ae67bb72f36e3c3af54fa57f520e518c68059babd9831f19cde05b";
+
+    /// Found by fuzzing (fuzz target `names`): a well-formed state claiming u64::MAX bytes
+    /// was restored, and the next `update` overflowed the byte count.
+    #[test]
+    fn restore_refuses_a_count_past_the_hash_limit() {
+        let saved = format!(
+            "v1:sha256:18446744073709551615:{SHA256_INIT}{}",
+            "00".repeat(72)
+        );
+        assert!(DigestHasher::restore(&saved).is_none());
+        // The same state with the count it holds is fine.
+        let saved = format!("v1:sha256:0:{SHA256_INIT}{}", "00".repeat(72));
+        assert_eq!(DigestHasher::restore(&saved).map(|h| h.len()), Some(0));
+    }
+
+    #[test]
+    fn restore_refuses_a_count_the_state_disagrees_with() {
+        let mut h = DigestHasher::new(Algorithm::Sha512);
+        h.update(&[7; 300]);
+        let saved = h.save();
+        assert!(DigestHasher::restore(&saved).is_some());
+        let edited = saved.replacen(":300:", ":299:", 1);
+        assert!(DigestHasher::restore(&edited).is_none());
+        // A block counter too large for any u64 count.
+        let mut h = DigestHasher::new(Algorithm::Sha256);
+        h.update(&[1; 64]);
+        let saved = h.save();
+        let (head, state) = saved.rsplit_once(':').unwrap();
+        let huge = format!("{head}:{}ffffffffffffffff{}", &state[..64], &state[80..]);
+        assert!(DigestHasher::restore(&huge.replacen(":64:", ":0:", 1)).is_none());
     }
 
     proptest! {

@@ -3,7 +3,7 @@
 # N seconds (default 20; first argument or FUZZ_SECONDS), failing if any target finds a
 # crash, a panic, a failed assertion or a hang. CI runs it; so can anyone, from a fresh clone.
 #
-# It runs on the stable toolchain (CI has no other). `-s none` turns off the sanitizers,
+# It runs on the machine's default toolchain, stable (CI has no other). `-s none` turns off the sanitizers,
 # which are nightly-only, leaving cargo fuzz's coverage flags, which stable accepts; the
 # targets are safe Rust, so a sanitizer would add little to the panics and failed
 # assertions they report. RUSTC_BOOTSTRAP=1 lets stable accept any nightly-only flag a
@@ -21,9 +21,6 @@ cd "$(dirname "$0")"
 
 seconds=${1:-${FUZZ_SECONDS:-20}}
 export RUSTC_BOOTSTRAP=1
-if command -v rustup >/dev/null; then
-    export RUSTUP_TOOLCHAIN=stable
-fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi

@@ -93,13 +93,15 @@ impl Registry {
     }
 
     /// The session `id` of `repo`, or `BLOB_UPLOAD_UNKNOWN`: unknown when it was not issued
-    /// for `repo`, has ended, or has received nothing for longer than the expiry.
+    /// for `repo`, has ended, has received nothing for longer than the expiry, or no longer
+    /// holds the bytes its record counts (see `still_held`).
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
         let expired = |t: i64| {
             berth_meta::now_millis().saturating_sub(t) > crate::millis(self.opts.upload_expiry)
         };
         match self.meta.upload(id).await? {
             Some(UploadState::Open(rec)) if &rec.repo == repo && !expired(rec.updated_at) => {
+                self.still_held(&rec).await?;
                 Ok(rec)
             }
             Some(_) => Err(Error::upload_unknown()),
@@ -107,6 +109,29 @@ impl Registry {
                 Some(created) if !expired(created) => Ok(unrecorded(id.clone(), repo, created)),
                 _ => Err(Error::upload_unknown()),
             },
+        }
+    }
+
+    /// Checks that a recorded session's bytes are still in its scratch space. They are not
+    /// when a finish committed them (the commit moves them into the blob store) and the
+    /// process died before the session ended in the metadata: the record then names bytes
+    /// the session no longer holds, so it can be neither continued nor finished, and the
+    /// truthful answer is `BLOB_UPLOAD_UNKNOWN`: the client starts a new session, whose
+    /// commit finds the blob's bytes already in place. (Answering the record's offset sent
+    /// the client's next PATCH or PUT into a 500, for ever.)
+    async fn still_held(&self, rec: &UploadRecord) -> Result<()> {
+        if rec.offset == 0 {
+            // Nothing to hold: the next append creates the scratch space afresh.
+            return Ok(());
+        }
+        match self.blobs.upload_len(&rec.id).await {
+            Ok(len) if len >= rec.offset => Ok(()),
+            Ok(len) => Err(Error::Internal(format!(
+                "upload {} holds {len} bytes, its record says {}",
+                rec.id, rec.offset
+            ))),
+            Err(berth_store::StoreError::NotFound) => Err(Error::upload_unknown()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -469,5 +494,52 @@ mod crash_tests {
             got.extend_from_slice(&c.unwrap());
         }
         assert_eq!(got, b"good");
+    }
+
+    /// A crash between a finish's commit (which moves the session's bytes into the blob
+    /// store) and its metadata write leaves a record whose bytes are gone: the session is
+    /// unknown from then on, not a 500 at every attempt, and a new upload of the blob works.
+    #[tokio::test]
+    async fn a_session_whose_commit_was_cut_is_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = berth_meta::sqlite::SqliteMeta::open(&dir.path().join("m.db"))
+            .await
+            .unwrap();
+        let store = Arc::new(MemoryStore::new());
+        let reg = Registry::open(store.clone(), Arc::new(meta), Options::default())
+            .await
+            .unwrap();
+        let repo: RepoName = "crash".parse().unwrap();
+        let rec = reg.start_upload(&repo).await.unwrap();
+        reg.patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"committed"))
+            .await
+            .unwrap();
+        let d = Digest::sha256(b"committed");
+        // What the killed finish had done: the commit, not the metadata write.
+        store.commit(&rec.id, &d, 9).await.unwrap();
+        let unknown = |r: crate::Result<_>| {
+            matches!(
+                r,
+                Err(crate::Error::Spec {
+                    code: berth_oci::ErrorCode::BlobUploadUnknown,
+                    ..
+                })
+            )
+        };
+        assert!(unknown(reg.upload_status(&repo, &rec.id).await.map(drop)));
+        assert!(unknown(
+            reg.patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"more"))
+                .await
+                .map(drop)
+        ));
+        assert!(unknown(
+            reg.finish_upload(&repo, &rec.id, &d, ChunkInfo::default(), None)
+                .await
+                .map(drop)
+        ));
+        reg.monolithic_upload(&repo, &d, ChunkInfo::default(), body(b"committed"))
+            .await
+            .unwrap();
+        assert_eq!(reg.blob_size(&repo, &d).await.unwrap(), 9);
     }
 }

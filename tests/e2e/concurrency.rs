@@ -139,8 +139,11 @@ async fn a_manifest_deleted_and_collected_while_clients_pull_it() {
     let reg = Arc::new(TestRegistry::spawn());
     let img = ImageBuilder::new(131).layers(2, 6 << 20).build();
     let digest = reg.push_image("del/me", "v1", &img).await;
-    let layer = sha256(&img.layers[0]);
-    // A pull that has started reading a layer before the delete.
+    // A pull that has started reading a layer before the delete: 32 MiB, far more than
+    // loopback socket buffers hold, so most of it is read from the file after the delete.
+    let big = ImageBuilder::new(133).layers(1, 32 << 20).build();
+    let big_digest = reg.push_image("del/me", "big", &big).await;
+    let layer = sha256(&big.layers[0]);
     let mut slow = reg.get(&format!("/v2/del/me/blobs/{layer}")).await;
     assert_eq!(slow.status(), StatusCode::OK);
     let first = slow.chunk().await.unwrap().unwrap();
@@ -198,6 +201,15 @@ async fn a_manifest_deleted_and_collected_while_clients_pull_it() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let r = reg
+        .req(
+            Method::DELETE,
+            &format!("/v2/del/me/manifests/{big_digest}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = reg
         .req(Method::POST, "/api/v1/gc?grace_period=0")
         .send()
         .await
@@ -214,6 +226,13 @@ async fn a_manifest_deleted_and_collected_while_clients_pull_it() {
     assert!(whole > 0 && gone > 0, "whole {whole}, gone {gone}");
 
     // The pull that was under way when its blob was deleted still gets every byte.
+    let hex = &layer["sha256:".len()..];
+    assert!(
+        !files(&reg.data.join("blobs"))
+            .iter()
+            .any(|p| p.ends_with(hex)),
+        "the collector deleted the big layer's file"
+    );
     let mut got = first.to_vec();
     while let Some(c) = slow.chunk().await.unwrap() {
         got.extend_from_slice(&c);

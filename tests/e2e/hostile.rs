@@ -147,9 +147,11 @@ async fn session_with_ten(reg: &TestRegistry, repo: &str) -> String {
 }
 
 fn manifest_put(repo: &str, reference: &str, content_type: &str, body: Vec<u8>) -> Case {
+    // Named by its reference, so a failure says which case it was.
+    let name: &'static str = Box::leak(format!("manifest {reference}").into_boxed_str());
     with_body(
         case(
-            "",
+            name,
             format!(
                 "PUT /v2/{repo}/manifests/{reference} HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}",
                 body.len()

@@ -263,8 +263,9 @@ pub struct LimitsConfig {
     /// Upload sessions one client address may open in a burst; beyond it, 429 with
     /// `Retry-After`.
     pub uploads_per_client_burst: u32,
-    /// Upload sessions per second a client address regains after a burst.
-    pub uploads_per_client_per_sec: u32,
+    /// Upload sessions per second a client address regains after a burst (0.01: one
+    /// every 100 s).
+    pub uploads_per_client_per_sec: f64,
 }
 
 impl Default for LimitsConfig {
@@ -280,7 +281,7 @@ impl Default for LimitsConfig {
             header_timeout_secs: 60,
             body_timeout_secs: 60,
             uploads_per_client_burst: 10_000,
-            uploads_per_client_per_sec: 100,
+            uploads_per_client_per_sec: 100.0,
         }
     }
 }
@@ -336,6 +337,7 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
+        let l = &self.limits;
         if self.limits.max_manifest_bytes < 1024 {
             bail!("limits.max_manifest_bytes must be at least 1024");
         }
@@ -344,6 +346,25 @@ impl Config {
         }
         if self.limits.upload_expiry_secs == 0 {
             bail!("limits.upload_expiry_secs must be positive");
+        }
+        const DAY: u64 = 86_400;
+        for (name, v) in [
+            ("header_timeout_secs", l.header_timeout_secs),
+            ("body_timeout_secs", l.body_timeout_secs),
+        ] {
+            if !(1..=DAY).contains(&v) {
+                bail!("limits.{name} must be between 1 and {DAY} seconds");
+            }
+        }
+        if !(1..=1_000_000).contains(&l.max_connections) {
+            bail!("limits.max_connections must be between 1 and 1000000");
+        }
+        if l.uploads_per_client_burst == 0
+            || !(l.uploads_per_client_per_sec.is_finite() && l.uploads_per_client_per_sec > 0.0)
+        {
+            bail!(
+                "limits.uploads_per_client_burst and uploads_per_client_per_sec must be positive"
+            );
         }
         for rule in &self.auth.rules {
             for a in &rule.actions {
@@ -388,7 +409,6 @@ impl Config {
         }
     }
 
-    /// The domain's options; fails on an invalid duration, glob or regex, naming it.
     /// What one connection may cost, for [`crate::conn::serve`].
     pub fn conn_limits(&self) -> crate::conn::ConnLimits {
         crate::conn::ConnLimits {
@@ -397,6 +417,7 @@ impl Config {
         }
     }
 
+    /// The domain's options; fails on an invalid duration, glob or regex, naming it.
     pub fn registry_options(&self) -> anyhow::Result<berth_registry::Options> {
         let mut retention = Vec::new();
         for (i, r) in self.retention.iter().enumerate() {

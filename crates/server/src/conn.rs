@@ -1,9 +1,11 @@
 //! Connections: the accept loop and what each connection may cost. axum's own `serve` sets
 //! no timer, so a client could hold a connection forever by sending its headers one byte a
-//! minute; here every connection gets hyper's header timeout, the number of open
-//! connections is capped (the connection over the cap is answered `503` with `Retry-After`
-//! and closed, so descriptors and memory stay bounded), and shutdown drains what is open.
-//! Request bodies that stall are cut by [`IdleTimeout`].
+//! minute, or nothing at all; here every connection gets hyper's header timeout and a
+//! watchdog that closes it once nothing has happened on it for as long, HTTP/2 streams per
+//! connection are bounded, the number of open connections is capped (the one over the cap
+//! is answered `503` with `Retry-After` and closed, so descriptors and memory stay
+//! bounded), and shutdown drains what is open. Request bodies that stall are cut by
+//! [`IdleTimeout`].
 
 use crate::sendfile::ConnInfo;
 use axum::extract::ConnectInfo;
@@ -16,10 +18,14 @@ use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::sync::Semaphore;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 /// What a connection may cost (from `[limits]`).
@@ -27,7 +33,8 @@ use tower::ServiceExt;
 pub struct ConnLimits {
     /// Open connections at most; the next one is refused with `503`.
     pub max_connections: usize,
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a request's headers, and the longest a connection may sit
+    /// with no request being handled and no byte moving either way.
     pub header_timeout: Duration,
 }
 
@@ -38,24 +45,129 @@ pub trait Peer {
 
 /// Raises the soft limit of open files to the hard one (as Go's runtime does): the default
 /// soft limit (often 1024) is below what `max_connections` and open blob files need.
-pub fn raise_fd_limit() {
+/// Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                tracing::debug!("could not raise the open-file limit");
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return u64::MAX;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
             }
         }
+    }
+    lim.rlim_cur
+}
+
+/// What a connection's watchdog reads: when a byte last moved, and how many requests are
+/// being handled.
+#[derive(Default)]
+struct Activity {
+    /// Milliseconds since `born` at the last read or write that moved bytes.
+    last: AtomicU64,
+    handling: AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self, born: Instant) {
+        self.last
+            .store(born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self, born: Instant) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        born.elapsed().saturating_sub(last)
+    }
+}
+
+/// Counts a request as being handled until dropped (answered, or abandoned by its client).
+struct Handling(Arc<Activity>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.handling.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection's I/O, noting every read and write that moves bytes.
+struct Watched<I> {
+    io: I,
+    activity: Arc<Activity>,
+    born: Instant,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch(self.born);
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch(self.born);
+        }
+        r
+    }
+
+    // Forwarded as it is: the sendfile connection reads its marks from vectored writes.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch(self.born);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
 /// Serves `app` on `listener` until `shutdown`, then drains open connections for at most
 /// `grace`.
+///
+/// Each connection has a watchdog: when no request is being handled and no byte has moved
+/// for `header_timeout`, the connection is asked to close (HTTP/2 gets GOAWAY) and dropped a
+/// second later. That closes what hyper's own header timeout cannot: a connection that
+/// never sends a byte (hyper waits, untimed, to learn whether it speaks HTTP/2), an idle
+/// HTTP/2 connection, and a client that stops reading a response.
 pub async fn serve<L>(
     mut listener: L,
     app: Router,
@@ -64,20 +176,29 @@ pub async fn serve<L>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     L: Listener<Addr = SocketAddr>,
-    L::Io: Peer + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    L::Io: Peer + AsyncRead + AsyncWrite + Unpin,
 {
+    let idle = limits.header_timeout;
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(idle);
+    // Streams per connection are bounded, so the connection cap bounds requests too.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(60)));
-    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        .max_concurrent_streams(64);
+    let mut refusal = Builder::new(TokioExecutor::new());
+    refusal
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(1))
+        .keep_alive(false);
+    let open = Arc::new(Semaphore::new(limits.max_connections.clamp(1, 1 << 24)));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let (io, remote) = tokio::select! {
@@ -85,28 +206,58 @@ pub async fn serve<L>(
             () = &mut shutdown => break,
         };
         let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            crate::metrics::refused_connection();
             if let Ok(refusing) = Arc::clone(&refusing).try_acquire_owned() {
-                tokio::spawn(async move {
-                    refuse(io).await;
-                    drop(refusing);
-                });
+                tokio::spawn(refuse(refusal.clone(), io, refusing));
             }
             continue;
         };
         let info = io.conn_info(remote);
-        let io = TokioIo::new(io);
-        let svc = app
-            .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(info.clone()));
-                req
-            });
+        let activity = Arc::new(Activity::default());
+        let born = Instant::now();
+        let io = TokioIo::new(Watched {
+            io,
+            activity: Arc::clone(&activity),
+            born,
+        });
+        let (app, watched) = (app.clone(), Arc::clone(&activity));
+        let svc = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
+            watched.handling.fetch_add(1, Ordering::Relaxed);
+            let handling = Handling(Arc::clone(&watched));
+            req.extensions_mut().insert(ConnectInfo(info.clone()));
+            let answer = app.clone().oneshot(req);
+            async move {
+                let r = answer.await;
+                drop(handling);
+                r
+            }
+        });
         let conn = builder
             .serve_connection(io, TowerToHyperService::new(svc))
             .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            tokio::pin!(conn);
+            let mut check = tokio::time::interval(Duration::from_millis(250).min(idle));
+            let ended = loop {
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    () = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        break conn.as_mut().await;
+                    }
+                    _ = check.tick() => {
+                        let quiet = activity.handling.load(Ordering::Relaxed) == 0
+                            && activity.idle_for(born) >= idle;
+                        if quiet {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+                            break Ok(());
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!("connection from {remote}: {e}");
             }
             drop(permit);
@@ -114,8 +265,10 @@ pub async fn serve<L>(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
+    stop.cancel();
+    tasks.close();
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = tasks.wait() => {}
         () = tokio::time::sleep(grace) => {
             tracing::warn!("in-flight requests did not finish within {}s; exiting", grace.as_secs());
         }
@@ -125,63 +278,41 @@ pub async fn serve<L>(
 /// Refusals answered at once; beyond this many, a connection over the cap is just closed.
 const MAX_REFUSING: usize = 256;
 
-/// The error body of a connection over the cap. It is written raw, before any request is
-/// parsed, which is why it is not built by `error.rs` like every other error.
-const REFUSAL_BODY: &str = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"too many connections: try again shortly"}]}"#;
-
-fn refusal() -> Vec<u8> {
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
-         docker-distribution-api-version: registry/2.0\r\nconnection: close\r\n\
-         content-length: {}\r\n\r\n{REFUSAL_BODY}",
-        REFUSAL_BODY.len()
-    )
-    .into_bytes()
-}
-
-/// Answers a connection over the cap with `503` and `Retry-After` and closes it, holding
-/// its descriptor a second at most. The answer waits for the request's headers (a client
-/// sees an answer before its request as a broken connection), and what follows them is
-/// read and dropped so that closing does not reset the connection before the client reads
-/// the answer.
-async fn refuse<I>(mut io: I)
+/// Answers a connection over the cap with `503` and `Retry-After` (HTTP/1 or HTTP/2, as
+/// the client speaks) and closes it, holding its descriptor two seconds at most.
+async fn refuse<I>(builder: Builder<TokioExecutor>, io: I, slot: OwnedSemaphorePermit)
 where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    crate::metrics::refused_connection();
-    let answer = async {
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < (16 << 10) {
-            let n = io.read(&mut buf).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        io.write_all(&refusal()).await?;
-        io.flush().await?;
-        io.shutdown().await?;
-        let mut left = 64usize << 10;
-        while left > 0 {
-            let n = io.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            left -= n.min(left);
-        }
-        Ok::<_, std::io::Error>(())
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+    let svc = hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
+        let mut r = crate::error::too_busy();
+        r.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        Ok::<_, std::convert::Infallible>(r)
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    if tokio::time::timeout(Duration::from_secs(1), conn.as_mut())
+        .await
+        .is_err()
+    {
+        // Still open after its answer (HTTP/2) or before its request: a last second to go.
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+    }
+    drop(slot);
 }
 
 /// A request body that yields nothing for `idle` ends with a `TimedOut` error: a client
-/// that stops sending mid-upload releases its connection and its buffers.
+/// that stops sending mid-upload releases its connection and its buffers. The clock starts
+/// at the first read that has to wait, not when the request arrived: a handler may read
+/// its body late (and HTTP/1's `100 Continue` goes out only at the first read).
 pub struct IdleTimeout<B> {
     body: B,
     idle: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> IdleTimeout<B> {
@@ -189,7 +320,7 @@ impl<B> IdleTimeout<B> {
         IdleTimeout {
             body,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
         }
     }
 }
@@ -209,17 +340,23 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(next);
+                // Progress: the next wait starts its own clock.
+                this.timer = None;
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no body bytes for {}s", this.idle.as_secs()),
-                ))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no body bytes for {}s", idle.as_secs()),
+                    ))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

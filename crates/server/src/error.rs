@@ -57,6 +57,17 @@ impl From<RouteError> for ApiError {
     }
 }
 
+/// The answer to a connection over the cap: come back in a second.
+pub fn too_busy() -> Response {
+    ApiError::status(
+        ErrorCode::TooManyRequests,
+        503,
+        "too many connections: try again shortly",
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    .into_response()
+}
+
 pub fn digest_error(e: DigestError) -> ApiError {
     ApiError::spec(ErrorCode::DigestInvalid, e.to_string())
 }

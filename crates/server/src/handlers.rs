@@ -48,35 +48,37 @@ pub struct UploadLimit {
 }
 
 impl UploadLimit {
-    pub fn new(burst: u32, per_sec: u32) -> UploadLimit {
+    pub fn new(burst: u32, per_sec: f64) -> UploadLimit {
         UploadLimit {
             limiter: auth::limiter::Limiter::new(std::time::Duration::from_secs_f64(
-                1.0 / f64::from(per_sec.max(1)),
+                1.0 / per_sec.max(1e-6),
             )),
             burst: burst.max(1),
         }
     }
 
-    /// `Err` (429) when `peer` has opened its burst of sessions recently.
-    fn check(&self, peer: IpAddr) -> Result<()> {
-        self.limiter
-            .check(&peer.to_string(), self.burst)
-            .map_err(|wait| {
-                ApiError::status(
-                    ErrorCode::TooManyRequests,
-                    429,
-                    "too many upload sessions opened: try again later",
-                )
-                .with_header(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(wait.as_secs().max(1)),
-                )
-            })
-    }
-
-    /// Counts a session `peer` opened.
-    fn opened(&self, peer: IpAddr) {
-        self.limiter.fail(&peer.to_string());
+    /// Counts a session `peer` opens, or refuses it (429) when `peer` has opened its burst
+    /// recently. Clients are told apart by address; IPv6 ones by their /64 network, which
+    /// one client usually holds whole.
+    fn open(&self, peer: IpAddr) -> Result<()> {
+        let key = match peer.to_canonical() {
+            IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            v4 => v4.to_string(),
+        };
+        self.limiter.take(&key, self.burst).map_err(|wait| {
+            ApiError::status(
+                ErrorCode::TooManyRequests,
+                429,
+                "too many upload sessions opened: try again later",
+            )
+            .with_header(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),
+            )
+        })
     }
 }
 
@@ -519,11 +521,12 @@ async fn start_upload(
                     .allowed(access.caller, f.as_str())
                     .has(Action::Pull)
             });
-        access.uploads.check(access.peer)?;
         return match reg.mount_blob(repo, &digest, from.as_ref()).await? {
             Mount::Mounted { .. } => Ok(blob_created(repo, &digest)),
             Mount::Upload(rec) => {
-                access.uploads.opened(access.peer);
+                // Only a mount that falls back to a session counts (and may be refused;
+                // the session it made then expires unused).
+                access.uploads.open(access.peer)?;
                 let mut r = empty(StatusCode::ACCEPTED);
                 upload_headers(r.headers_mut(), repo, &rec.id, 0);
                 Ok(r)
@@ -540,9 +543,8 @@ async fn start_upload(
             .await?;
         return Ok(blob_created(repo, &digest));
     }
-    access.uploads.check(access.peer)?;
+    access.uploads.open(access.peer)?;
     let rec = reg.start_upload(repo).await?;
-    access.uploads.opened(access.peer);
     let mut r = empty(StatusCode::ACCEPTED);
     upload_headers(r.headers_mut(), repo, &rec.id, 0);
     Ok(r)

@@ -90,6 +90,10 @@ pub fn app(state: AppState, body_idle: Duration) -> Router {
         .layer(axum::middleware::from_fn_with_state((), metrics::track))
         .layer(axum::middleware::map_request(
             move |req: axum::extract::Request| async move {
+                // Most requests have no body: nothing to watch.
+                if http_body::Body::is_end_stream(req.body()) {
+                    return req;
+                }
                 req.map(|b| axum::body::Body::new(conn::IdleTimeout::new(b, body_idle)))
             },
         ))
@@ -111,8 +115,18 @@ pub async fn serve(
     let storage = Arc::new(metrics::StorageGauges::default());
     let (gc, reconcile) = config.schedules()?;
     let _jobs = jobs::start(&registry, &storage, gc, reconcile);
-    conn::raise_fd_limit();
-    let limits = config.conn_limits();
+    let files = conn::raise_fd_limit();
+    let mut limits = config.conn_limits();
+    // Each connection is a descriptor and may open a blob file; keep a reserve for the
+    // database, the uploads and the refusals.
+    let fit = usize::try_from(files.saturating_sub(512) / 2).unwrap_or(usize::MAX);
+    if limits.max_connections > fit {
+        tracing::warn!(
+            "max_connections {} lowered to {fit}: the open-file limit is {files}",
+            limits.max_connections
+        );
+        limits.max_connections = fit.max(1);
+    }
     let app = app(
         AppState {
             registry,

@@ -44,6 +44,26 @@ impl Limiter {
         Ok(())
     }
 
+    /// Checks and counts in one step (no other caller slips in between): `Ok` and one more
+    /// in `key`'s bucket, or `Err(wait)` and nothing counted.
+    pub fn take(&self, key: &str, burst: u32) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let level = buckets.get(key).map_or(0.0, |b| self.level(*b, now));
+        if level + 1.0 > f64::from(burst) {
+            let wait = (level + 1.0 - f64::from(burst)) * self.refill.as_secs_f64();
+            return Err(Duration::from_secs_f64(wait.max(1.0)));
+        }
+        if buckets.len() >= MAX_KEYS {
+            let refill = self.refill;
+            buckets.retain(|_, (level, at)| {
+                *level > now.duration_since(*at).as_secs_f64() / refill.as_secs_f64()
+            });
+        }
+        buckets.insert(key.to_owned(), (level + 1.0, now));
+        Ok(())
+    }
+
     /// Counts a failure against `key`.
     pub fn fail(&self, key: &str) {
         let now = Instant::now();

@@ -26,6 +26,8 @@ use tokio_rustls::TlsAcceptor;
 
 /// How often the certificate and key files are looked at.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// TLS handshakes run at once, at most.
+const MAX_HANDSHAKES: usize = 1024;
 /// A client gets this long to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,8 +85,14 @@ impl TlsListener {
             }
         });
 
+        // Handshakes under way at most: beyond them, accepting waits (the kernel's backlog
+        // queues new connections), so a flood of silent clients cannot take every descriptor.
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
+                let Ok(slot) = Arc::clone(&handshakes).acquire_owned().await else {
+                    return;
+                };
                 let (stream, addr) = match tcp.accept().await {
                     Ok(c) => c,
                     Err(e) => {
@@ -93,12 +101,18 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // The server has stopped (the listener, and so the receiver, is gone).
+                if tx.is_closed() {
+                    return;
+                }
                 let _ = stream.set_nodelay(true);
                 let config = Arc::clone(&current.read().unwrap_or_else(|p| p.into_inner()));
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let handshake = TlsAcceptor::from(config).accept(stream);
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                    let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await;
+                    drop(slot);
+                    match done {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, addr)).await;
                         }

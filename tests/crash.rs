@@ -123,17 +123,20 @@ async fn acknowledged_pushes_survive_sigkill() {
         )
     };
 
+    // The clients' shared state for one server process.
+    let fresh = |reg: &TestRegistry| Ctx {
+        client: client(),
+        base: reg.url(""),
+        killed: AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+        pool: Arc::clone(&pool),
+        tally: Arc::clone(&tally),
+    };
+
     while cycle < max_cycles && started.elapsed() < max_time {
         cycle += 1;
         let mut reg = TestRegistry::spawn_with(&data, &[]);
-        let ctx = Arc::new(Ctx {
-            client: client(),
-            base: reg.url(""),
-            killed: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            pool: Arc::clone(&pool),
-            tally: Arc::clone(&tally),
-        });
+        let ctx = Arc::new(fresh(&reg));
         // What the previous cycle's kill left, before anything new is pushed.
         let failures = after_restart(&ctx, &mut repos, &mut rng, false, &mut disk, &data).await;
         if !failures.is_empty() {
@@ -174,14 +177,7 @@ async fn acknowledged_pushes_survive_sigkill() {
 
     // A last restart, and everything ever acknowledged read back.
     let mut reg = TestRegistry::spawn_with(&data, &[]);
-    let ctx = Ctx {
-        client: client(),
-        base: reg.url(""),
-        killed: AtomicBool::new(false),
-        in_flight: AtomicUsize::new(0),
-        pool: Arc::clone(&pool),
-        tally: Arc::clone(&tally),
-    };
+    let ctx = fresh(&reg);
     let failures = after_restart(&ctx, &mut repos, &mut rng, true, &mut disk, &data).await;
     if !failures.is_empty() {
         fail(cycle + 1, "in the final check", &failures);

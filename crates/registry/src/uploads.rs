@@ -96,12 +96,20 @@ impl Registry {
     /// for `repo`, has ended, has received nothing for longer than the expiry, or no longer
     /// holds the bytes its record counts (see `still_held`).
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
+        let rec = self.session(repo, id).await?;
+        self.still_held(&rec).await?;
+        Ok(rec)
+    }
+
+    /// The record of session `id` of `repo`, or `BLOB_UPLOAD_UNKNOWN` (as `upload_status`,
+    /// without looking at the scratch space: the requests that write to it learn a missing
+    /// one from the store, see `session_gone`).
+    async fn session(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
         let expired = |t: i64| {
             berth_meta::now_millis().saturating_sub(t) > crate::millis(self.opts.upload_expiry)
         };
         match self.meta.upload(id).await? {
             Some(UploadState::Open(rec)) if &rec.repo == repo && !expired(rec.updated_at) => {
-                self.still_held(&rec).await?;
                 Ok(rec)
             }
             Some(_) => Err(Error::upload_unknown()),
@@ -145,7 +153,7 @@ impl Registry {
         body: ByteStream<'_>,
     ) -> Result<UploadRecord> {
         let _guard = self.lock_session(id)?;
-        let rec = self.upload_status(repo, id).await?;
+        let rec = self.session(repo, id).await?;
         let expected = expected_len(&rec, chunk)?;
         let (rec, _) = self
             .append(rec, Algorithm::Sha256, expected, body, true)
@@ -164,7 +172,7 @@ impl Registry {
         body: Option<ByteStream<'_>>,
     ) -> Result<u64> {
         let _guard = self.lock_session(id)?;
-        let rec = self.upload_status(repo, id).await?;
+        let rec = self.session(repo, id).await?;
         self.finish(rec, digest, chunk, body).await
     }
 
@@ -200,7 +208,11 @@ impl Registry {
         // Committed and linked under the digest's lock, so that a collection never deletes
         // the bytes between the two (see `gc`).
         let _blob = self.digests.lock(digest).await;
-        let size = self.blobs.commit(&rec.id, digest, rec.offset).await?;
+        let size = self
+            .blobs
+            .commit(&rec.id, digest, rec.offset)
+            .await
+            .map_err(session_gone)?;
         self.meta.finish_upload(&rec, digest, size).await?;
         Ok(size)
     }
@@ -263,7 +275,8 @@ impl Registry {
         let len = self
             .blobs
             .append(&rec.id, rec.offset, body.boxed(), durability)
-            .await?;
+            .await
+            .map_err(session_gone)?;
         let mut state = None;
         if record {
             let saved = hasher.save();
@@ -293,7 +306,11 @@ impl Registry {
             }
         }
         let mut h = DigestHasher::new(alg);
-        let mut stream = self.blobs.read_upload(&rec.id, rec.offset).await?;
+        let mut stream = self
+            .blobs
+            .read_upload(&rec.id, rec.offset)
+            .await
+            .map_err(session_gone)?;
         while let Some(chunk) = stream.next().await {
             h.update(&chunk.map_err(|e| Error::Internal(format!("re-reading upload: {e}")))?);
         }
@@ -306,6 +323,15 @@ impl Registry {
             )));
         }
         Ok(h)
+    }
+}
+
+/// A store error on a session's scratch space. `NotFound` there means the bytes the record
+/// counts are gone (see `Registry::still_held`): the session is unknown, not broken.
+fn session_gone(e: berth_store::StoreError) -> Error {
+    match e {
+        berth_store::StoreError::NotFound => Error::upload_unknown(),
+        e => e.into(),
     }
 }
 
@@ -456,14 +482,9 @@ mod crash_tests {
     use futures::StreamExt;
     use std::sync::Arc;
 
-    fn body(b: &'static [u8]) -> berth_store::ByteStream<'static> {
-        futures::stream::once(async move { Ok(Bytes::from_static(b)) }).boxed()
-    }
-
-    /// A crash between a store append and its record leaves unrecorded bytes in the upload:
-    /// they must never reach the committed blob.
-    #[tokio::test]
-    async fn unrecorded_bytes_never_reach_a_blob() {
+    /// A registry on the memory store (handed back, to act behind the registry's back) and
+    /// SQLite (whose directory lives as long as the returned guard).
+    async fn registry() -> (tempfile::TempDir, Arc<MemoryStore>, Registry) {
         let dir = tempfile::tempdir().unwrap();
         let meta = berth_meta::sqlite::SqliteMeta::open(&dir.path().join("m.db"))
             .await
@@ -472,6 +493,18 @@ mod crash_tests {
         let reg = Registry::open(store.clone(), Arc::new(meta), Options::default())
             .await
             .unwrap();
+        (dir, store, reg)
+    }
+
+    fn body(b: &'static [u8]) -> berth_store::ByteStream<'static> {
+        futures::stream::once(async move { Ok(Bytes::from_static(b)) }).boxed()
+    }
+
+    /// A crash between a store append and its record leaves unrecorded bytes in the upload:
+    /// they must never reach the committed blob.
+    #[tokio::test]
+    async fn unrecorded_bytes_never_reach_a_blob() {
+        let (_dir, store, reg) = registry().await;
         let repo: RepoName = "crash".parse().unwrap();
         let rec = reg.start_upload(&repo).await.unwrap();
         reg.patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"good"))
@@ -501,14 +534,7 @@ mod crash_tests {
     /// unknown from then on, not a 500 at every attempt, and a new upload of the blob works.
     #[tokio::test]
     async fn a_session_whose_commit_was_cut_is_unknown() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = berth_meta::sqlite::SqliteMeta::open(&dir.path().join("m.db"))
-            .await
-            .unwrap();
-        let store = Arc::new(MemoryStore::new());
-        let reg = Registry::open(store.clone(), Arc::new(meta), Options::default())
-            .await
-            .unwrap();
+        let (_dir, store, reg) = registry().await;
         let repo: RepoName = "crash".parse().unwrap();
         let rec = reg.start_upload(&repo).await.unwrap();
         reg.patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"committed"))

@@ -46,7 +46,7 @@ pub trait Peer {
 /// Raises the soft limit of open files to the hard one (as Go's runtime does): the default
 /// soft limit (often 1024) is below what `max_connections` and open blob files need.
 /// Returns the limit now in force.
-pub fn raise_fd_limit() -> u64 {
+fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -92,6 +92,13 @@ impl Activity {
 
 /// Counts a request as being handled until dropped (answered, or abandoned by its client).
 struct Handling(Arc<Activity>);
+
+impl Handling {
+    fn start(activity: &Arc<Activity>) -> Handling {
+        activity.handling.fetch_add(1, Ordering::Relaxed);
+        Handling(Arc::clone(activity))
+    }
+}
 
 impl Drop for Handling {
     fn drop(&mut self) {
@@ -178,6 +185,17 @@ pub async fn serve<L>(
     L: Listener<Addr = SocketAddr>,
     L::Io: Peer + AsyncRead + AsyncWrite + Unpin,
 {
+    let files = raise_fd_limit();
+    // Each connection is a descriptor and may open a blob file; keep a reserve for the
+    // database, the uploads and the refusals.
+    let fit = usize::try_from(files.saturating_sub(512) / 2).unwrap_or(usize::MAX);
+    let mut max_connections = limits.max_connections.clamp(1, 1 << 24);
+    if max_connections > fit {
+        tracing::warn!(
+            "max_connections {max_connections} lowered to {fit}: the open-file limit is {files}"
+        );
+        max_connections = fit.max(1);
+    }
     let idle = limits.header_timeout;
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -195,7 +213,7 @@ pub async fn serve<L>(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(1))
         .keep_alive(false);
-    let open = Arc::new(Semaphore::new(limits.max_connections.clamp(1, 1 << 24)));
+    let open = Arc::new(Semaphore::new(max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -222,8 +240,7 @@ pub async fn serve<L>(
         });
         let (app, watched) = (app.clone(), Arc::clone(&activity));
         let svc = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
-            watched.handling.fetch_add(1, Ordering::Relaxed);
-            let handling = Handling(Arc::clone(&watched));
+            let handling = Handling::start(&watched);
             req.extensions_mut().insert(ConnectInfo(info.clone()));
             let answer = app.clone().oneshot(req);
             async move {
@@ -238,7 +255,9 @@ pub async fn serve<L>(
         let stop = stop.clone();
         tasks.spawn(async move {
             tokio::pin!(conn);
-            let mut check = tokio::time::interval(Duration::from_millis(250).min(idle));
+            // One wake-up per quiet period, at the moment it would end, not a polling tick.
+            let watchdog = tokio::time::sleep(idle);
+            tokio::pin!(watchdog);
             let ended = loop {
                 tokio::select! {
                     r = conn.as_mut() => break r,
@@ -246,14 +265,16 @@ pub async fn serve<L>(
                         conn.as_mut().graceful_shutdown();
                         break conn.as_mut().await;
                     }
-                    _ = check.tick() => {
-                        let quiet = activity.handling.load(Ordering::Relaxed) == 0
-                            && activity.idle_for(born) >= idle;
-                        if quiet {
+                    () = &mut watchdog => {
+                        let quiet_for = activity.idle_for(born);
+                        let busy = activity.handling.load(Ordering::Relaxed) > 0;
+                        if !busy && quiet_for >= idle {
                             conn.as_mut().graceful_shutdown();
                             let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
                             break Ok(());
                         }
+                        let wait = if busy { idle } else { idle - quiet_for };
+                        watchdog.as_mut().reset(tokio::time::Instant::now() + wait);
                     }
                 }
             };

@@ -115,18 +115,7 @@ pub async fn serve(
     let storage = Arc::new(metrics::StorageGauges::default());
     let (gc, reconcile) = config.schedules()?;
     let _jobs = jobs::start(&registry, &storage, gc, reconcile);
-    let files = conn::raise_fd_limit();
-    let mut limits = config.conn_limits();
-    // Each connection is a descriptor and may open a blob file; keep a reserve for the
-    // database, the uploads and the refusals.
-    let fit = usize::try_from(files.saturating_sub(512) / 2).unwrap_or(usize::MAX);
-    if limits.max_connections > fit {
-        tracing::warn!(
-            "max_connections {} lowered to {fit}: the open-file limit is {files}",
-            limits.max_connections
-        );
-        limits.max_connections = fit.max(1);
-    }
+    let limits = config.conn_limits();
     let app = app(
         AppState {
             registry,

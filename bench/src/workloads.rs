@@ -305,6 +305,13 @@ pub async fn hammer(
 }
 
 /// Follows `Link` headers from `first` until the last page; returns the entries and pages.
+/// A tag list's or the catalog's body.
+#[derive(serde::Deserialize)]
+struct ListBody {
+    tags: Option<Vec<String>>,
+    repositories: Option<Vec<String>>,
+}
+
 pub async fn walk(ctx: &Ctx, first: &str, key: &str) -> Result<(Vec<String>, usize)> {
     let mut next = Some(format!("{}{first}", ctx.base));
     let mut out = Vec::new();
@@ -313,9 +320,14 @@ pub async fn walk(ctx: &Ctx, first: &str, key: &str) -> Result<(Vec<String>, usi
         let r = ctx.client.get(&url).send().await?;
         let r = expect(r, StatusCode::OK, "list").await?;
         let link = header(&r, "link");
-        let v: serde_json::Value = r.json().await?;
-        let list = v[key].as_array().context("list body")?;
-        out.extend(list.iter().filter_map(|t| t.as_str().map(str::to_owned)));
+        // Parsed into a typed list, not a `Value` tree: the harness's own parsing would
+        // otherwise be most of what a long list costs to read.
+        let v: ListBody = serde_json::from_slice(&r.bytes().await?).context("list body")?;
+        let names = match key {
+            "tags" => v.tags,
+            _ => v.repositories,
+        };
+        out.extend(names.context("list body")?);
         pages += 1;
         if let Some(target) = link.strip_prefix('<').and_then(|l| l.split('>').next()) {
             next = Some(ctx.url(target));

@@ -5,6 +5,8 @@
 //! - [`MetaStore`]: the contract (its method docs), checked by [`testsuite`].
 //! - [`sqlite`]: the default embedded backend.
 //! - [`sql`]: the SQL text, written once in the dialect SQLite and PostgreSQL share.
+//! - [`tag_lists`]: whole tag lists kept in memory by a backend that is its database's only
+//!   writer.
 
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
@@ -12,6 +14,7 @@ use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod tag_lists;
 pub mod testsuite;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,65 @@ pub struct UploadRecord {
     pub updated_at: i64,
 }
 
+/// Names in byte order: a page of a list that may be shared (with [`tag_lists`]), so a long
+/// list is answered without copying a name. Reads as a `[String]`.
+#[derive(Clone, Default)]
+pub struct Names {
+    list: std::sync::Arc<Vec<String>>,
+    range: std::ops::Range<usize>,
+}
+
+impl Names {
+    /// `start..end` of a shared list (clamped to it).
+    pub fn slice(list: std::sync::Arc<Vec<String>>, start: usize, end: usize) -> Names {
+        let end = end.min(list.len());
+        let start = start.min(end);
+        Names {
+            list,
+            range: start..end,
+        }
+    }
+
+    /// Keeps the first `n` names.
+    pub fn truncate(&mut self, n: usize) {
+        self.range.end = self.range.end.min(self.range.start + n);
+    }
+}
+
+impl From<Vec<String>> for Names {
+    fn from(v: Vec<String>) -> Names {
+        let end = v.len();
+        Names::slice(std::sync::Arc::new(v), 0, end)
+    }
+}
+
+impl std::ops::Deref for Names {
+    type Target = [String];
+    fn deref(&self) -> &[String] {
+        &self.list[self.range.clone()]
+    }
+}
+
+impl std::fmt::Debug for Names {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for Names {
+    fn eq(&self, other: &Names) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Names {}
+
+impl<T: AsRef<str>> PartialEq<Vec<T>> for Names {
+    fn eq(&self, other: &Vec<T>) -> bool {
+        self.len() == other.len() && self.iter().zip(other).all(|(a, b)| a == b.as_ref())
+    }
+}
+
 /// A page request: entries strictly after `after`, at most `limit` of them (all when `None`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Page<'a> {
@@ -124,7 +186,7 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
 
     /// Tags of `repo` in byte order, paged; `None` when the repository does not exist.
-    async fn tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Vec<String>>>;
+    async fn tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Names>>;
 
     /// Repository names in byte order, paged.
     async fn repositories(&self, page: Page<'_>) -> Result<Vec<String>>;

@@ -58,13 +58,19 @@ pub const DELETE_TAGS_OF: &str = "DELETE FROM tags WHERE repo = $1 AND digest = 
 pub const DELETE_TAG: &str = "DELETE FROM tags WHERE repo = $1 AND name = $2";
 pub const REPO_EXISTS: &str = "SELECT 1 FROM repositories WHERE name = $1";
 
-/// Tags after `$2` (pass '' for the first page), at most `$3`, joined by commas in one row
-/// (NULL for none): tag and repository names cannot hold a comma, and one row crosses to
-/// the database thread once where ten thousand rows would cross ten thousand times.
-pub const TAGS: &str = "SELECT string_agg(name, ',' ORDER BY name) FROM \
-    (SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3) AS page";
+/// Whether repository `$1` exists, and its tags after `$2` (pass '' for the first page), at
+/// most `$3`, joined by commas (NULL for none) — one row, one trip to the database thread,
+/// where ten thousand rows would cross ten thousand times. Tag and repository names cannot
+/// hold a comma. The aggregate is not asked to sort (that costs a temporary b-tree as big as
+/// the page): it reads the index in order, and [`split_names`](super) checks that it did.
+pub const TAGS: &str = "SELECT EXISTS (SELECT 1 FROM repositories WHERE name = $1), \
+    (SELECT string_agg(name, ',') FROM \
+    (SELECT name FROM tags WHERE repo = $1 AND name > $2 ORDER BY name LIMIT $3) AS page)";
+/// [`TAGS`] without a page limit: no subquery, half the work for a whole list.
+pub const ALL_TAGS: &str = "SELECT EXISTS (SELECT 1 FROM repositories WHERE name = $1), \
+    (SELECT string_agg(name, ',') FROM tags WHERE repo = $1 AND name > $2)";
 /// Repository names after `$1`, at most `$2`, joined as [`TAGS`] are.
-pub const REPOS: &str = "SELECT string_agg(name, ',' ORDER BY name) FROM \
+pub const REPOS: &str = "SELECT string_agg(name, ',') FROM \
     (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) AS page";
 
 pub const UPLOAD: &str =

@@ -13,8 +13,9 @@
 //! the queue runs at once: nothing waits for a batch to fill.
 
 use crate::sql;
+use crate::tag_lists::{self, TagLists};
 use crate::{
-    ManifestInfo, ManifestRecord, MetaError, MetaStore, NewManifest, Page, PutRefusal,
+    ManifestInfo, ManifestRecord, MetaError, MetaStore, Names, NewManifest, Page, PutRefusal,
     RepoContents, RepoUsage, Result, TagInfo, UploadRecord, UploadState, Usage,
 };
 use async_trait::async_trait;
@@ -26,6 +27,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -50,6 +52,17 @@ enum Statements {
 pub struct SqliteMeta {
     jobs: mpsc::Sender<(Statements, Job)>,
     reader: SqlitePool,
+    /// Whole tag lists read recently; this process is the database's only writer, so it
+    /// knows every change to them (see [`TagLists`]).
+    tag_lists: Arc<TagLists>,
+}
+
+/// Whether a write can change a tag list or remove a repository: those announce their
+/// commit to the tag-list cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Touches {
+    Tags,
+    Other,
 }
 
 impl SqliteMeta {
@@ -82,13 +95,22 @@ impl SqliteMeta {
             .connect_lazy_with(base.read_only(true));
         let (jobs, queue) = mpsc::channel(1024);
         tokio::spawn(write_loop(writer, queue));
-        Ok(SqliteMeta { jobs, reader })
+        Ok(SqliteMeta {
+            jobs,
+            reader,
+            tag_lists: Arc::default(),
+        })
     }
 
     /// Runs one statement with these binds in the writer's next batch; whether it changed a
     /// row.
-    async fn changes(&self, statement: &'static str, binds: Vec<String>) -> Result<bool> {
-        self.write(Statements::One, move |c| {
+    async fn changes(
+        &self,
+        touches: Touches,
+        statement: &'static str,
+        binds: Vec<String>,
+    ) -> Result<bool> {
+        self.write_touching(touches, Statements::One, move |c| {
             Box::pin(async move {
                 let mut q = sqlx::query(statement);
                 for b in binds {
@@ -107,12 +129,33 @@ impl SqliteMeta {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
+        self.write_touching(Touches::Other, statements, f).await
+    }
+
+    /// [`SqliteMeta::write`], for a write that may change what `touches` says: the writer
+    /// task announces its commit to the tag-list cache before answering, whether or not the
+    /// caller is still waiting.
+    async fn write_touching<T, F>(
+        &self,
+        touches: Touches,
+        statements: Statements,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let tag_lists = (touches == Touches::Tags).then(|| self.tag_lists.clone());
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
                 let result = f(conn).await;
                 let ok = result.is_ok();
                 let reply: Reply = Box::new(move |committed| {
+                    // Also on a failed commit: what is on disk is then unknown.
+                    if let Some(t) = tag_lists {
+                        t.invalidate();
+                    }
                     let _ = tx.send(match committed {
                         Ok(()) => result,
                         Err(e) => Err(MetaError::Corrupt(format!("commit failed: {e}"))),
@@ -138,7 +181,7 @@ impl SqliteMeta {
         digest: &Digest,
     ) -> Result<bool> {
         let (repo, d) = (repo.to_string(), digest.to_string());
-        self.write(Statements::Several, move |c| {
+        self.write_touching(Touches::Tags, Statements::Several, move |c| {
             Box::pin(async move {
                 let r = sqlx::query(statement)
                     .bind(&repo)
@@ -212,11 +255,17 @@ fn manifest_row(row: &SqliteRow) -> Result<ManifestRecord> {
     })
 }
 
-/// The names a [`sql::TAGS`] or [`sql::REPOS`] row joined.
+/// The names a [`sql::TAGS`] or [`sql::REPOS`] row joined, in lexical (byte) order: the
+/// aggregate follows the index it reads, and should a query plan ever feed it otherwise, the
+/// names are sorted here — a check that costs one comparison per name.
 fn split_names(joined: Option<String>) -> Vec<String> {
-    joined
+    let mut names: Vec<String> = joined
         .map(|j| j.split(',').map(str::to_owned).collect())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if !names.is_sorted() {
+        names.sort_unstable();
+    }
+    names
 }
 
 fn opt_digest_col(row: &SqliteRow, col: &str) -> Result<Option<Digest>> {
@@ -459,13 +508,22 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        self.changes(sql::DELETE_LINK, vec![repo.to_string(), digest.to_string()])
-            .await
+        self.changes(
+            Touches::Other,
+            sql::DELETE_LINK,
+            vec![repo.to_string(), digest.to_string()],
+        )
+        .await
     }
 
     async fn put_manifest(&self, m: &NewManifest) -> Result<Result<(), PutRefusal>> {
+        let touches = if m.tag.is_some() {
+            Touches::Tags
+        } else {
+            Touches::Other
+        };
         let m = m.clone();
-        self.write(Statements::Several, move |c| {
+        self.write_touching(touches, Statements::Several, move |c| {
             Box::pin(put_manifest_in(c, m))
         })
         .await
@@ -501,21 +559,39 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        self.changes(sql::DELETE_TAG, vec![repo.to_string(), tag.to_string()])
-            .await
+        self.changes(
+            Touches::Tags,
+            sql::DELETE_TAG,
+            vec![repo.to_string(), tag.to_string()],
+        )
+        .await
     }
 
-    async fn tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Vec<String>>> {
-        if !self.repo_exists(repo).await? {
+    async fn tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Names>> {
+        if let Some(all) = self.tag_lists.get(repo.as_str()) {
+            return Ok(Some(tag_lists::page(all, page.after, page.limit)));
+        }
+        // Read before the query: a write committed while it runs makes its list stale.
+        let generation = self.tag_lists.generation();
+        let query = match page.limit {
+            Some(n) => sqlx::query(sql::TAGS)
+                .bind(repo.as_str())
+                .bind(page.after.unwrap_or(""))
+                .bind(n.min(i64::MAX as u64) as i64),
+            None => sqlx::query(sql::ALL_TAGS)
+                .bind(repo.as_str())
+                .bind(page.after.unwrap_or("")),
+        };
+        let row = query.fetch_one(&self.reader).await?;
+        if !row.try_get::<bool, _>(0)? {
             return Ok(None);
         }
-        let row = sqlx::query(sql::TAGS)
-            .bind(repo.as_str())
-            .bind(page.after.unwrap_or(""))
-            .bind(limit(&page))
-            .fetch_one(&self.reader)
-            .await?;
-        Ok(Some(split_names(row.try_get(0)?)))
+        let names = Arc::new(split_names(row.try_get(1)?));
+        if page.limit.is_none() && page.after.is_none() {
+            self.tag_lists
+                .keep(repo.as_str(), generation, names.clone());
+        }
+        Ok(Some(tag_lists::page(names, None, None)))
     }
 
     async fn repositories(&self, page: Page<'_>) -> Result<Vec<String>> {
@@ -661,7 +737,8 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn prune_links(&self, cutoff: i64) -> Result<u64> {
-        self.write(Statements::Several, move |c| {
+        // It removes repositories: a kept empty list would say one still exists.
+        self.write_touching(Touches::Tags, Statements::Several, move |c| {
             Box::pin(async move {
                 let links = sqlx::query(sql::PRUNE_LINKS)
                     .bind(cutoff)
@@ -789,6 +866,7 @@ impl MetaStore for SqliteMeta {
 
     async fn delete_tag_at(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<bool> {
         self.changes(
+            Touches::Tags,
             sql::DELETE_TAG_AT,
             vec![repo.to_string(), tag.to_string(), digest.to_string()],
         )

@@ -1,7 +1,9 @@
 //! The contract every [`MetaStore`] backend passes: one check per promise in the trait's
 //! method docs. Backends call [`run`] from their own tests on an empty store.
 
-use crate::{ManifestRecord, MetaStore, NewManifest, Page, PutRefusal, UploadRecord, UploadState};
+use crate::{
+    ManifestRecord, MetaStore, Names, NewManifest, Page, PutRefusal, UploadRecord, UploadState,
+};
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
 fn repo(s: &str) -> RepoName {
@@ -177,7 +179,7 @@ pub async fn run(meta: &dyn MetaStore) {
     meta.link_blob(&b, &layer, 5).await.expect("link");
     assert_eq!(
         meta.tags(&b, Page::default()).await.expect("tags"),
-        Some(vec![])
+        Some(Names::default())
     );
 
     // delete_tag leaves the manifest; delete_manifest takes its tags.
@@ -364,6 +366,66 @@ pub async fn run(meta: &dyn MetaStore) {
     collection(meta).await;
     retention(meta).await;
     accounting(meta).await;
+    lists_follow_writes(meta).await;
+}
+
+/// A tag list read once is never served stale: after every kind of write that changes it,
+/// the next whole list and the next page show the change.
+async fn lists_follow_writes(meta: &dyn MetaStore) {
+    let r = repo("lists/r");
+    let layer = Digest::sha256(b"lists layer");
+    let (m1, m2) = (Digest::sha256(b"lists m1"), Digest::sha256(b"lists m2"));
+    meta.link_blob(&r, &layer, 3).await.expect("link");
+    let all = || async {
+        meta.tags(&r, Page::default())
+            .await
+            .expect("tags")
+            .expect("exists")
+    };
+    let after_a = || async {
+        meta.tags(
+            &r,
+            Page {
+                after: Some("a"),
+                limit: Some(10),
+            },
+        )
+        .await
+        .expect("tags")
+        .expect("exists")
+    };
+    assert!(all().await.is_empty());
+    let put = |d: Digest, t: &'static str| {
+        let m = image(&r, &d, &[(&layer, 3)], Some(t));
+        async move { meta.put_manifest(&m).await }
+    };
+    put(m1.clone(), "b").await.expect("put").expect("accepted");
+    assert_eq!(all().await, vec!["b"], "a new tag");
+    put(m1.clone(), "c").await.expect("put").expect("accepted");
+    put(m2.clone(), "d").await.expect("put").expect("accepted");
+    assert_eq!(all().await, vec!["b", "c", "d"]);
+    assert_eq!(after_a().await, vec!["b", "c", "d"]);
+    assert!(meta.delete_tag(&r, &tag("c")).await.expect("delete tag"));
+    assert_eq!(all().await, vec!["b", "d"], "delete_tag");
+    assert_eq!(after_a().await, vec!["b", "d"], "delete_tag, paged");
+    assert!(meta
+        .delete_tag_at(&r, &tag("d"), &m2)
+        .await
+        .expect("delete tag at"));
+    assert_eq!(all().await, vec!["b"], "delete_tag_at");
+    assert!(meta.delete_manifest(&r, &m1).await.expect("delete"));
+    assert!(all().await.is_empty(), "delete_manifest takes its tags");
+
+    // A repository that prune_links removes is unknown, not listed as empty.
+    let gone = repo("lists/gone");
+    meta.link_blob(&gone, &layer, 3).await.expect("link");
+    assert_eq!(
+        meta.tags(&gone, Page::default()).await.expect("tags"),
+        Some(Names::default())
+    );
+    assert!(meta.unlink_blob(&gone, &layer).await.expect("unlink"));
+    meta.prune_links(i64::MAX).await.expect("prune");
+    assert_eq!(meta.tags(&gone, Page::default()).await.expect("tags"), None);
 }
 
 fn image(repo: &RepoName, d: &Digest, blobs: &[(&Digest, u64)], t: Option<&str>) -> NewManifest {

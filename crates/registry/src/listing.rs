@@ -3,7 +3,7 @@
 //! the millionth entry as at the first.
 
 use crate::{Error, Registry, Result};
-use berth_meta::Page;
+use berth_meta::{Names, Page};
 use berth_oci::{Digest, RepoName};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 /// One page of names, and whether more follow it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
-    pub names: Vec<String>,
+    pub names: Names,
     /// The page was cut at `n`: a `Link` to the next one is due.
     pub more: bool,
     /// The page size used, for the `Link` to the next page.
@@ -96,13 +96,13 @@ impl Registry {
                 }
             }
             if kept.len() as u64 > n || exhausted {
-                return Ok(cut(kept, Some(n)));
+                return Ok(cut(kept.into(), Some(n)));
             }
             if scanned >= SCAN_MAX {
                 // Hidden names only so far: answer with what was found, and a `Link` that
                 // continues after the last name looked at.
                 return Ok(Listing {
-                    names: kept,
+                    names: kept.into(),
                     more: true,
                     n,
                     last: cursor,
@@ -134,7 +134,7 @@ impl Registry {
 }
 
 /// Trims the one-extra entry fetched to learn whether another page follows.
-fn cut(mut names: Vec<String>, n: Option<u64>) -> Listing {
+fn cut(mut names: Names, n: Option<u64>) -> Listing {
     match n {
         Some(n) if names.len() as u64 > n => {
             names.truncate(n as usize);
@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn cut_pages() {
-        let v = |k: usize| (0..k).map(|i| i.to_string()).collect::<Vec<_>>();
+        let v = |k: usize| (0..k).map(|i| i.to_string()).collect::<Vec<_>>().into();
         assert!(cut(v(3), Some(2)).more);
         assert_eq!(cut(v(3), Some(2)).names.len(), 2);
         assert!(!cut(v(2), Some(2)).more);

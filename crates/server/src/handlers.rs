@@ -609,10 +609,17 @@ async fn list_tags(reg: &Registry, repo: &RepoName, q: &Query) -> Result {
     let listing = reg
         .list_tags(repo, q.number("n")?, q.one("last", ErrorCode::Unsupported)?)
         .await?;
-    let mut r = json_response(
-        &serde_json::json!({ "name": repo.as_str(), "tags": listing.names }),
-        "application/json",
-    );
+    // A typed body serializes the names in place; `json!` would copy each into a `Value`.
+    #[derive(serde::Serialize)]
+    struct TagList<'a> {
+        name: &'a str,
+        tags: &'a [String],
+    }
+    let body = TagList {
+        name: repo.as_str(),
+        tags: &listing.names,
+    };
+    let mut r = json_response(&body, "application/json");
     next_link(&mut r, &format!("/v2/{repo}/tags/list"), &listing);
     Ok(r)
 }
@@ -626,10 +633,14 @@ async fn catalog(reg: &Registry, q: &Query, access: &Access<'_>) -> Result {
             &visible,
         )
         .await?;
-    let mut r = json_response(
-        &serde_json::json!({ "repositories": listing.names }),
-        "application/json",
-    );
+    #[derive(serde::Serialize)]
+    struct Catalog<'a> {
+        repositories: &'a [String],
+    }
+    let body = Catalog {
+        repositories: &listing.names,
+    };
+    let mut r = json_response(&body, "application/json");
     next_link(&mut r, "/v2/_catalog", &listing);
     Ok(r)
 }

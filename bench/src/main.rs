@@ -218,6 +218,8 @@ async fn run_one(
 
     if args.wants("small") || args.wants("catalog") {
         // Small blobs.
+        eprintln!("  small blobs");
+        let cpu = srv.cpu_seconds();
         let d = parallel(data.small.clone(), sizes.push_parallel, |b| {
             let ctx = &ctx;
             async move { ctx.push_monolithic("bench/small", &b).await }
@@ -225,6 +227,11 @@ async fn run_one(
         .await
         .context("push small")?;
         f.insert("push_4KiB_per_s", data.small.len() as f64 / d.as_secs_f64());
+        f.insert(
+            "push_4KiB_cpu_s_per_1000",
+            (srv.cpu_seconds() - cpu) / data.small.len() as f64 * 1000.0,
+        );
+        eprintln!("  small blobs done");
     }
 
     if args.wants("pull") {

@@ -1,16 +1,20 @@
 //! The SQL of the metadata store, in the dialect SQLite and PostgreSQL share: `$N`
 //! placeholders, `ON CONFLICT … DO`, no `INSERT OR …`, no `RETURNING`-only tricks, no
-//! engine-specific functions. Backends bind and run these texts.
+//! engine-specific functions. Backends bind and run these texts. The `*_SCRIPT` texts hold
+//! several statements and are SQLite's alone (PostgreSQL prepares one statement per query).
 
-pub const INSERT_REPO: &str =
-    "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
-/// Records a blob; storing it again clears a collection's mark (see `mark_deleting`).
-pub const INSERT_BLOB: &str = "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) \
-    ON CONFLICT (digest) DO UPDATE SET deleting_at = NULL WHERE blobs.deleting_at IS NOT NULL";
-/// Links a blob; linking it again renews the link, which the collector's grace period counts
-/// from (a client pushing a layer the repository already has is about to reference it).
-pub const INSERT_LINK: &str =
-    "INSERT INTO repo_blobs (repo, digest, linked_at) VALUES ($1, $2, $3) \
+/// Links a blob in a repository, as one script ($1 repository, $2 digest, $3 size, $4 now)
+/// that the database thread runs in one trip where three statements would wait for three
+/// (SQLite runs scripts with numbered binds; PostgreSQL would want one statement of CTEs):
+/// - records the repository if new;
+/// - records the blob; storing it again clears a collection's mark (see `mark_deleting`);
+/// - links it; linking it again renews the link, which the collector's grace period counts
+///   from (a client pushing a layer the repository already has is about to reference it).
+pub const LINK_SCRIPT: &str = "\
+    INSERT INTO repositories (name, created_at) VALUES ($1, $4) ON CONFLICT (name) DO NOTHING; \
+    INSERT INTO blobs (digest, size, created_at) VALUES ($2, $3, $4) \
+    ON CONFLICT (digest) DO UPDATE SET deleting_at = NULL WHERE blobs.deleting_at IS NOT NULL; \
+    INSERT INTO repo_blobs (repo, digest, linked_at) VALUES ($1, $2, $4) \
     ON CONFLICT (repo, digest) DO UPDATE SET linked_at = excluded.linked_at";
 pub const LINKED_BLOB: &str =
     "SELECT b.size FROM repo_blobs l JOIN blobs b ON b.digest = l.digest WHERE l.repo = $1 AND l.digest = $2";

@@ -311,24 +311,13 @@ fn limit(p: &Page<'_>) -> i64 {
 }
 
 /// Links a blob in a repository, creating both records if needed (see `link_blob`).
-async fn link(c: &mut SqliteConnection, repo: String, digest: String, size: u64) -> Result<()> {
-    let now = crate::now_millis();
-    sqlx::query(sql::INSERT_REPO)
-        .bind(&repo)
-        .bind(now)
-        .execute(&mut *c)
-        .await?;
-    sqlx::query(sql::INSERT_BLOB)
-        .bind(&digest)
+async fn link(c: &mut SqliteConnection, repo: &str, digest: &str, size: u64) -> Result<()> {
+    sqlx::query(sql::LINK_SCRIPT)
+        .bind(repo)
+        .bind(digest)
         .bind(i(size))
-        .bind(now)
-        .execute(&mut *c)
-        .await?;
-    sqlx::query(sql::INSERT_LINK)
-        .bind(&repo)
-        .bind(&digest)
-        .bind(now)
-        .execute(&mut *c)
+        .bind(crate::now_millis())
+        .execute(c)
         .await?;
     Ok(())
 }
@@ -372,23 +361,7 @@ async fn put_manifest_in(
             return Ok(Err(PutRefusal::ManifestUnknown(c.clone())));
         }
     }
-    sqlx::query(sql::INSERT_REPO)
-        .bind(repo)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(sql::INSERT_BLOB)
-        .bind(&digest)
-        .bind(i(rec.size))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(sql::INSERT_LINK)
-        .bind(repo)
-        .bind(&digest)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    link(&mut *tx, repo, &digest, rec.size).await?;
     sqlx::query(sql::UPSERT_MANIFEST)
         .bind(repo)
         .bind(&digest)
@@ -446,9 +419,21 @@ async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<(State
 
 async fn run_batch(
     conn: &mut SqliteConnection,
-    jobs: impl Iterator<Item = (Statements, Job)>,
+    jobs: impl ExactSizeIterator<Item = (Statements, Job)>,
     replies: &mut Vec<Reply>,
 ) -> std::result::Result<(), sqlx::Error> {
+    // A write alone in its batch needs no savepoint (two more trips to the database thread):
+    // if it fails, the whole transaction is rolled back instead.
+    if jobs.len() == 1 {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        for (_, job) in jobs {
+            let (ok, reply) = job(conn).await;
+            replies.push(reply);
+            let end = if ok { "COMMIT" } else { "ROLLBACK" };
+            sqlx::query(end).execute(&mut *conn).await?;
+        }
+        return Ok(());
+    }
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     for (statements, job) in jobs {
         let savepoint = statements == Statements::Several;
@@ -473,7 +458,7 @@ impl MetaStore for SqliteMeta {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.write(Statements::Several, move |c| {
-            Box::pin(link(c, repo, digest, size))
+            Box::pin(async move { link(c, &repo, &digest, size).await })
         })
         .await
     }
@@ -487,7 +472,7 @@ impl MetaStore for SqliteMeta {
         let (session, digest) = (session.clone(), digest.to_string());
         self.write(Statements::Several, move |c| {
             Box::pin(async move {
-                link(c, session.repo.to_string(), digest, size).await?;
+                link(c, session.repo.as_str(), &digest, size).await?;
                 end_upload(c, &session).await?;
                 Ok(())
             })

@@ -86,6 +86,8 @@ pub struct Registry {
     ids: Arc<ids::IdKey>,
     pulls: Arc<usage::PullLog>,
     gc_running: Arc<tokio::sync::Mutex<()>>,
+    /// Small whole blobs being finished in memory (see `uploads::SMALL_BLOB`).
+    small: Arc<tokio::sync::Semaphore>,
 }
 
 impl Registry {
@@ -115,6 +117,7 @@ impl Registry {
             ids: Arc::new(ids),
             pulls: Arc::default(),
             gc_running: Arc::default(),
+            small: Arc::new(tokio::sync::Semaphore::new(uploads::SMALL_BLOBS)),
         })
     }
 

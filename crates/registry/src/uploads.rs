@@ -20,6 +20,14 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// A session finished by one request whose body announces at most this many bytes is
+/// finished in memory: body read and verified, then stored with one write that is durable
+/// when it returns — no scratch file to create, reopen and move.
+pub(crate) const SMALL_BLOB: u64 = 256 << 10;
+/// At most this many at once (memory stays bounded whatever the concurrency); the others
+/// take the streaming path.
+pub(crate) const SMALL_BLOBS: usize = 32;
+
 /// What the client said about a chunk's length.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ChunkInfo {
@@ -68,6 +76,19 @@ impl<S: Stream<Item = io::Result<bytes::Bytes>> + Unpin> Stream for Exact<S> {
             other => Poll::Ready(other),
         }
     }
+}
+
+/// `DIGEST_INVALID` unless the bytes hashed are `digest`'s.
+fn verify(hasher: DigestHasher, digest: &Digest) -> Result<()> {
+    let actual = hasher.finish();
+    if &actual != digest {
+        return Err(Error::spec(
+            ErrorCode::DigestInvalid,
+            "provided digest did not match uploaded content",
+        )
+        .with_detail(serde_json::json!({ "expected": digest, "actual": actual })));
+    }
+    Ok(())
 }
 
 fn lock_busy() -> Error {
@@ -189,6 +210,12 @@ impl Registry {
         let (rec, hasher) = match body {
             Some(body) => {
                 let expected = expected_len(&rec, chunk)?;
+                let small = expected.filter(|&n| rec.offset == 0 && n <= SMALL_BLOB);
+                if let Some(n) = small {
+                    if let Ok(_permit) = self.small.clone().try_acquire_owned() {
+                        return self.finish_small(rec, digest, n, body).await;
+                    }
+                }
                 self.append(rec, digest.algorithm(), expected, body, false)
                     .await?
             }
@@ -197,14 +224,7 @@ impl Registry {
                 (rec, hasher)
             }
         };
-        let actual = hasher.finish();
-        if &actual != digest {
-            return Err(Error::spec(
-                ErrorCode::DigestInvalid,
-                "provided digest did not match uploaded content",
-            )
-            .with_detail(serde_json::json!({ "expected": digest, "actual": actual })));
-        }
+        verify(hasher, digest)?;
         // Committed and linked under the digest's lock, so that a collection never deletes
         // the bytes between the two (see `gc`).
         let _blob = self.digests.lock(digest).await;
@@ -215,6 +235,35 @@ impl Registry {
             .map_err(session_gone)?;
         self.meta.finish_upload(&rec, digest, size).await?;
         Ok(size)
+    }
+
+    /// Finishes an empty session with its whole blob, `len` bytes announced and at most
+    /// [`SMALL_BLOB`]: read into memory while hashed, verified, stored durably, linked.
+    async fn finish_small(
+        &self,
+        rec: UploadRecord,
+        digest: &Digest,
+        len: u64,
+        body: ByteStream<'_>,
+    ) -> Result<u64> {
+        let mut hasher = DigestHasher::new(digest.algorithm());
+        let mut bytes = bytes::BytesMut::with_capacity(len as usize);
+        let mut body = Exact {
+            inner: body,
+            expected: Some(len),
+            seen: 0,
+        };
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(berth_store::StoreError::Body)?;
+            hasher.update(&chunk);
+            bytes.extend_from_slice(&chunk);
+        }
+        verify(hasher, digest)?;
+        let _blob = self.digests.lock(digest).await;
+        self.blobs.put(digest, bytes.freeze()).await?;
+        let rec = UploadRecord { offset: len, ..rec };
+        self.meta.finish_upload(&rec, digest, len).await?;
+        Ok(len)
     }
 
     /// A whole blob in one request (POST with `?digest=`): a session opened and finished at once.
@@ -468,6 +517,80 @@ mod tests {
         let rec = reg.start_upload(&repo).await.unwrap();
         let other: RepoName = "y".parse().unwrap();
         assert!(reg.upload_status(&other, &rec.id).await.is_err());
+    }
+
+    /// A small whole blob finished in memory is checked as a streamed one is: a wrong digest
+    /// or a short body stores nothing and leaves the session usable. With every in-memory
+    /// slot taken, the same requests take the streaming path and behave alike.
+    #[tokio::test]
+    async fn small_whole_blobs_are_checked_in_memory_and_streamed_alike() {
+        let (reg, _dir) = registry().await;
+        let repo: RepoName = "small".parse().unwrap();
+        for slots_taken in [false, true] {
+            let _held = slots_taken.then(|| {
+                reg.small
+                    .clone()
+                    .try_acquire_many_owned(super::SMALL_BLOBS as u32)
+                    .unwrap()
+            });
+            let content: &'static [u8] = if slots_taken {
+                b"streamed"
+            } else {
+                b"in memory"
+            };
+            let d = Digest::sha256(content);
+            let announced = ChunkInfo {
+                range: None,
+                length: Some(content.len() as u64),
+            };
+            let rec = reg.start_upload(&repo).await.unwrap();
+            let wrong = Digest::sha256(b"other");
+            let e = reg
+                .finish_upload(&repo, &rec.id, &wrong, announced, Some(body(content)))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::Spec {
+                        code: berth_oci::ErrorCode::DigestInvalid,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(reg.blob_size(&repo, &wrong).await.is_err());
+            let short = ChunkInfo {
+                length: Some(content.len() as u64 + 1),
+                ..announced
+            };
+            assert!(reg
+                .finish_upload(&repo, &rec.id, &d, short, Some(body(content)))
+                .await
+                .is_err());
+            assert!(reg.blob_size(&repo, &d).await.is_err(), "nothing stored");
+            assert_eq!(
+                reg.finish_upload(&repo, &rec.id, &d, announced, Some(body(content)))
+                    .await
+                    .unwrap(),
+                content.len() as u64
+            );
+            assert_eq!(
+                reg.blob_size(&repo, &d).await.unwrap(),
+                content.len() as u64
+            );
+            assert!(reg.upload_status(&repo, &rec.id).await.is_err(), "ended");
+            // The same blob again, in another repository: stored once, linked there too.
+            let again: RepoName = "small/again".parse().unwrap();
+            let rec = reg.start_upload(&again).await.unwrap();
+            reg.finish_upload(&again, &rec.id, &d, announced, Some(body(content)))
+                .await
+                .unwrap();
+            assert_eq!(
+                reg.blob_size(&again, &d).await.unwrap(),
+                content.len() as u64
+            );
+        }
     }
 }
 

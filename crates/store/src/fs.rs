@@ -538,11 +538,12 @@ impl BlobStore for FsStore {
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
         let target = self.blob_path(digest);
-        if tokio::fs::try_exists(&target).await? {
-            return Ok(());
-        }
         let tmp = self.root.join("tmp").join(uuid_like());
+        // One trip to the blocking pool, the existence check included.
         Ok(blocking(move || {
+            if target.exists() {
+                return Ok(());
+            }
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;

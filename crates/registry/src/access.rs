@@ -144,7 +144,7 @@ pub struct Rule {
 
 struct Compiled {
     rule: Rule,
-    globs: Vec<GlobMatcher>,
+    globs: Vec<RepoGlob>,
 }
 
 /// The access policy.
@@ -157,11 +157,31 @@ pub struct Policy {
 }
 
 /// A repository glob: `*` stays within one path component, `**` crosses them.
-pub(crate) fn repo_glob(pattern: &str) -> Result<GlobMatcher, String> {
+#[derive(Debug, Clone)]
+pub(crate) enum RepoGlob {
+    /// `**`, every repository: the default rules' pattern, matched without compiling a glob
+    /// (whose regular expression engine would be most of the idle server's code in memory).
+    Every,
+    Glob(GlobMatcher),
+}
+
+impl RepoGlob {
+    pub(crate) fn is_match(&self, repo: &str) -> bool {
+        match self {
+            RepoGlob::Every => true,
+            RepoGlob::Glob(g) => g.is_match(repo),
+        }
+    }
+}
+
+pub(crate) fn repo_glob(pattern: &str) -> Result<RepoGlob, String> {
+    if pattern == "**" {
+        return Ok(RepoGlob::Every);
+    }
     GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
-        .map(|g| g.compile_matcher())
+        .map(|g| RepoGlob::Glob(g.compile_matcher()))
         .map_err(|e| format!("repository glob {pattern:?}: {e}"))
 }
 

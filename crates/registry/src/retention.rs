@@ -14,7 +14,6 @@ use crate::access::repo_glob;
 use crate::{millis, Registry, Result};
 use berth_meta::RepoContents;
 use berth_oci::{Digest, RepoName, Tag};
-use globset::GlobMatcher;
 use regex::Regex;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -36,7 +35,7 @@ pub struct RuleSpec {
 #[derive(Debug, Clone)]
 pub struct Rule {
     spec: RuleSpec,
-    globs: Vec<GlobMatcher>,
+    globs: Vec<crate::access::RepoGlob>,
     match_tags: Option<Regex>,
     protect_tags: Option<Regex>,
 }

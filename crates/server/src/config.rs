@@ -298,7 +298,7 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     pub format: LogFormat,
-    /// A tracing filter (`info`, `berth_server=debug`, …); `RUST_LOG` overrides it.
+    /// Levels per target (`info`, `berth_server=debug,warn`, …); `RUST_LOG` overrides it.
     pub level: String,
 }
 
@@ -337,6 +337,12 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
+        crate::log_filter(&self.log.level).with_context(|| {
+            format!(
+                "log.level {:?}: levels per target, like \"info\" or \"berth_server=debug,warn\"",
+                self.log.level
+            )
+        })?;
         let l = &self.limits;
         if self.limits.max_manifest_bytes < 1024 {
             bail!("limits.max_manifest_bytes must be at least 1024");
@@ -500,6 +506,8 @@ mod tests {
         assert!(Config::parse("[[auth.issuers]]\nissuer = \"x\"\naudience = \"y\"").is_err());
         assert!(Config::parse("[tls]\ncert = \"c\"").is_err());
         assert!(Config::parse("[gc]\ninterval = \"soon\"").is_err());
+        assert!(Config::parse("[log]\nlevel = \"x[{a=1}]=debug\"").is_err());
+        assert!(Config::parse("[log]\nlevel = \"berth_server=debug,warn\"").is_ok());
         assert!(
             Config::parse("[[retention]]\nkeep_last = 3").is_err(),
             "no repositories"

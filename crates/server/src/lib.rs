@@ -36,20 +36,47 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 
 static API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
-/// Sets up logging to stderr as the configuration says (`RUST_LOG` wins when set).
+/// Sets up logging to stderr as the configuration says (`RUST_LOG` wins when set and valid).
+///
+/// The filter is a list of levels per target (`info`, `berth_server=debug,warn`), not
+/// tracing's `EnvFilter`: that one compiles regular expressions at start-up, and its code
+/// alone was a megabyte of the idle server's memory, for span and field filters nobody sets
+/// on a registry.
 pub fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    use tracing_subscriber::prelude::*;
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let env_filter = from_env.as_deref().map(str::parse::<Targets>);
+    let filter = match &env_filter {
+        Some(Ok(f)) => f.clone(),
+        // Checked by `Config::validate`; the default level otherwise.
+        _ => log_filter(&config.log.level)
+            .unwrap_or_else(|_| Targets::new().with_default(Level::INFO)),
     };
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match config.log.format {
+        LogFormat::Json => layer.json().flatten_event(true).boxed(),
+        LogFormat::Text => layer.boxed(),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(layer)
+        .with(filter)
+        .try_init()
+        .is_ok();
+    if let (true, Some(Err(e))) = (installed, env_filter) {
+        tracing::warn!(error = %e, "RUST_LOG is not a list of levels per target; using [log] level");
+    }
+}
+
+/// A log filter: levels per target, comma-separated (`info`, `berth_server=debug,warn`).
+pub fn log_filter(spec: &str) -> Result<Targets, tracing_subscriber::filter::ParseError> {
+    spec.parse()
 }
 
 /// Opens the backends the configuration names and builds the registry on them.

@@ -194,21 +194,14 @@ async fn a_manifest_deleted_and_collected_while_clients_pull_it() {
         }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let r = reg
-        .req(Method::DELETE, &format!("/v2/del/me/manifests/{digest}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = reg
-        .req(
-            Method::DELETE,
-            &format!("/v2/del/me/manifests/{big_digest}"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for d in [&digest, &big_digest] {
+        let r = reg
+            .req(Method::DELETE, &format!("/v2/del/me/manifests/{d}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
     let r = reg
         .req(Method::POST, "/api/v1/gc?grace_period=0")
         .send()

@@ -424,19 +424,11 @@ async fn run_batch(
 ) -> std::result::Result<(), sqlx::Error> {
     // A write alone in its batch needs no savepoint (two more trips to the database thread):
     // if it fails, the whole transaction is rolled back instead.
-    if jobs.len() == 1 {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        for (_, job) in jobs {
-            let (ok, reply) = job(conn).await;
-            replies.push(reply);
-            let end = if ok { "COMMIT" } else { "ROLLBACK" };
-            sqlx::query(end).execute(&mut *conn).await?;
-        }
-        return Ok(());
-    }
+    let alone = jobs.len() == 1;
+    let mut end = "COMMIT";
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     for (statements, job) in jobs {
-        let savepoint = statements == Statements::Several;
+        let savepoint = statements == Statements::Several && !alone;
         if savepoint {
             sqlx::query("SAVEPOINT write").execute(&mut *conn).await?;
         }
@@ -447,9 +439,11 @@ async fn run_batch(
                 sqlx::query("ROLLBACK TO write").execute(&mut *conn).await?;
             }
             sqlx::query("RELEASE write").execute(&mut *conn).await?;
+        } else if alone && !ok {
+            end = "ROLLBACK";
         }
     }
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    sqlx::query(end).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -559,10 +553,10 @@ impl MetaStore for SqliteMeta {
         // Read before the query: a write committed while it runs makes its list stale.
         let generation = self.tag_lists.generation();
         let query = match page.limit {
-            Some(n) => sqlx::query(sql::TAGS)
+            Some(_) => sqlx::query(sql::TAGS)
                 .bind(repo.as_str())
                 .bind(page.after.unwrap_or(""))
-                .bind(n.min(i64::MAX as u64) as i64),
+                .bind(limit(&page)),
             None => sqlx::query(sql::ALL_TAGS)
                 .bind(repo.as_str())
                 .bind(page.after.unwrap_or("")),

@@ -45,6 +45,16 @@ struct Exact<S> {
     seen: u64,
 }
 
+impl<S> Exact<S> {
+    fn new(inner: S, expected: Option<u64>) -> Exact<S> {
+        Exact {
+            inner,
+            expected,
+            seen: 0,
+        }
+    }
+}
+
 impl<S: Stream<Item = io::Result<bytes::Bytes>> + Unpin> Stream for Exact<S> {
     type Item = io::Result<bytes::Bytes>;
 
@@ -212,7 +222,7 @@ impl Registry {
                 let expected = expected_len(&rec, chunk)?;
                 let small = expected.filter(|&n| rec.offset == 0 && n <= SMALL_BLOB);
                 if let Some(n) = small {
-                    if let Ok(_permit) = self.small.clone().try_acquire_owned() {
+                    if let Ok(_permit) = self.small.try_acquire() {
                         return self.finish_small(rec, digest, n, body).await;
                     }
                 }
@@ -248,11 +258,7 @@ impl Registry {
     ) -> Result<u64> {
         let mut hasher = DigestHasher::new(digest.algorithm());
         let mut bytes = bytes::BytesMut::with_capacity(len as usize);
-        let mut body = Exact {
-            inner: body,
-            expected: Some(len),
-            seen: 0,
-        };
+        let mut body = Exact::new(body, Some(len));
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(berth_store::StoreError::Body)?;
             hasher.update(&chunk);
@@ -309,12 +315,7 @@ impl Registry {
         record: bool,
     ) -> Result<(UploadRecord, DigestHasher)> {
         let mut hasher = self.hasher_for(&rec, alg).await?;
-        let body = Exact {
-            inner: body,
-            expected,
-            seen: 0,
-        }
-        .inspect_ok(|b| hasher.update(b));
+        let body = Exact::new(body, expected).inspect_ok(|b| hasher.update(b));
         // A PATCH's bytes must outlive a crash; a finishing PUT's need only reach the commit.
         let durability = if record {
             Durability::Durable

@@ -21,15 +21,19 @@ use crate::{
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 use futures::future::BoxFuture;
+use sqlx::migrate::Migrate;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Row};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// The table in which sqlx's migrator records the migrations applied.
+const MIGRATIONS: &str = "_sqlx_migrations";
 
 /// Writes taken into one transaction at most: bounds the time a caller waits behind others.
 const MAX_BATCH: usize = 256;
@@ -68,27 +72,35 @@ enum Touches {
 impl SqliteMeta {
     /// Opens (creating and migrating if needed) the database file at `path`.
     pub async fn open(path: &Path) -> Result<SqliteMeta> {
+        let made =
+            !tokio::fs::try_exists(path).await.map_err(sqlx::Error::Io)? && create(path).await?;
         let base = SqliteConnectOptions::new()
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(false);
-        // Migrations run without a sync per transaction (a new database made half a dozen
-        // of them at start-up): a crash before the next synced commit loses the schema and
-        // its record in `_sqlx_migrations` together, and the next start applies both again.
-        let mut writer = base
-            .clone()
-            .synchronous(SqliteSynchronous::Normal)
-            .create_if_missing(true)
-            .connect()
-            .await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&mut writer)
-            .await?;
-        sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut writer)
-            .await?;
+        let writer = if made {
+            base.clone().connect().await?
+        } else {
+            // Migrations run without a sync per transaction (a new database made half a dozen
+            // of them at start-up): a crash before the next synced commit loses the schema
+            // and its record in `_sqlx_migrations` together, and the next start applies both
+            // again.
+            let mut writer = base
+                .clone()
+                .synchronous(SqliteSynchronous::Normal)
+                .create_if_missing(true)
+                .connect()
+                .await?;
+            sqlx::migrate!("./migrations/sqlite")
+                .run(&mut writer)
+                .await?;
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut writer)
+                .await?;
+            writer
+        };
         // Readers connect on first use: nothing of theirs is on the start-up path.
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
@@ -230,6 +242,67 @@ impl SqliteMeta {
             .ok_or_else(|| MetaError::Corrupt(format!("not a sqlite URL: {url}")))?;
         SqliteMeta::open(Path::new(path)).await
     }
+}
+
+/// Builds a new database: the schema is made under a temporary name with neither journal nor
+/// syncs, then the file is synced once and linked into place. Made in place, in WAL mode,
+/// it cost a rollback journal to switch modes and a dozen WAL writes, most of a new server's
+/// start-up. A crash leaves either no database (the next start builds it again) or a whole
+/// one; a temporary file left behind is replaced. Whether the database is there now: where
+/// the file system has no hard links it is not, and the caller makes it in place.
+async fn create(path: &Path) -> Result<bool> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!("{name}.new-{}", std::process::id()));
+    let _ = tokio::fs::remove_file(&tmp).await;
+    let mut c = SqliteConnectOptions::new()
+        .filename(&tmp)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Off)
+        .synchronous(SqliteSynchronous::Off)
+        .connect()
+        .await?;
+    // The whole schema as one script in one transaction, each migration then recorded as
+    // sqlx's migrator records it (so that later starts find them applied): the migrator
+    // makes five trips to the database thread per migration, most of the schema's cost.
+    let migrator = sqlx::migrate!("./migrations/sqlite");
+    let mut tx = c.begin().await?;
+    tx.ensure_migrations_table(MIGRATIONS).await?;
+    let script: Vec<&str> = migrator.iter().map(|m| m.sql.as_str()).collect();
+    sqlx::raw_sql(AssertSqlSafe(script.join("\n")))
+        .execute(&mut *tx)
+        .await?;
+    for m in migrator.iter() {
+        tx.skip(MIGRATIONS, m).await?;
+    }
+    tx.commit().await?;
+    // Recorded in the file's header, so that opening it later has nothing to change.
+    sqlx::query("PRAGMA journal_mode = WAL")
+        .execute(&mut c)
+        .await?;
+    c.close().await?;
+    let (tmp2, path2) = (tmp.clone(), path.to_owned());
+    let linked = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+        std::fs::File::open(&tmp2)?.sync_all()?;
+        // A link, unlike a rename, never replaces: another process that made the database
+        // meanwhile keeps its own.
+        let linked = match std::fs::hard_link(&tmp2, &path2) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => true,
+            Err(_) => false,
+        };
+        std::fs::remove_file(&tmp2)?;
+        if let Some(dir) = path2.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(linked)
+    })
+    .await
+    .map_err(|e| MetaError::Corrupt(format!("creating the database: {e}")))?
+    .map_err(sqlx::Error::Io)?;
+    if !linked {
+        tracing::debug!("no hard links here: the database is made in place");
+    }
+    Ok(linked)
 }
 
 fn i(v: u64) -> i64 {
@@ -974,6 +1047,76 @@ mod tests {
             .await
             .unwrap();
         crate::testsuite::run(&meta).await;
+    }
+
+    /// A new database is built aside and linked into place whole: in WAL mode, with the
+    /// schema the migrations make, each migration recorded as sqlx's migrator records it (a
+    /// reopen applies nothing twice and finds no checksum changed), no temporary file left.
+    #[tokio::test]
+    async fn a_new_database_is_made_whole_and_reopens() {
+        use crate::MetaStore;
+        use sqlx::ConnectOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        // What a crash while building leaves behind.
+        let tmp = dir
+            .path()
+            .join(format!("meta.db.new-{}", std::process::id()));
+        std::fs::write(&tmp, b"half a database").unwrap();
+        let repo: berth_oci::RepoName = "r".parse().unwrap();
+        let d = berth_oci::Digest::sha256(b"x");
+        {
+            let meta = super::SqliteMeta::open(&path).await.unwrap();
+            meta.link_blob(&repo, &d, 1).await.unwrap();
+        }
+        let meta = super::SqliteMeta::open(&path).await.unwrap();
+        assert_eq!(meta.linked_blob(&repo, &d).await.unwrap(), Some(1));
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["meta.db", "meta.db-shm", "meta.db-wal"]);
+
+        let schema = |p: std::path::PathBuf, migrate: bool| async move {
+            let mut c = super::SqliteConnectOptions::new()
+                .filename(p)
+                .create_if_missing(true)
+                .connect()
+                .await
+                .unwrap();
+            if migrate {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&mut c)
+                    .await
+                    .unwrap();
+            }
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            let columns: Vec<(String, String, String, String)> = sqlx::query_as(
+                "SELECT m.name, p.name, p.type, coalesce(p.dflt_value, '') \
+                 FROM sqlite_master m, pragma_table_info(m.name) p \
+                 WHERE m.type = 'table' ORDER BY m.name, p.cid",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+            let indexes: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT m.name, m.tbl_name, i.name FROM sqlite_master m, \
+                 pragma_index_info(m.name) i WHERE m.type = 'index' ORDER BY m.name, i.seqno",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+            (mode, columns, indexes)
+        };
+        let made = schema(path, false).await;
+        let migrated = schema(dir.path().join("migrated.db"), true).await;
+        assert_eq!(made.0, "wal");
+        assert!(made.1.len() > 20, "{:?}", made.1);
+        assert_eq!((&made.1, &made.2), (&migrated.1, &migrated.2));
     }
 
     /// Group commit: a write that fails among concurrent ones rolls back alone.

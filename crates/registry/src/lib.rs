@@ -83,7 +83,7 @@ pub struct Registry {
     digests: Arc<locks::KeyedLocks<berth_oci::Digest>>,
     manifests: Arc<cache::ManifestCache>,
     resolved: Arc<cache::ResolveCache>,
-    ids: Arc<ids::IdKey>,
+    ids: Arc<tokio::sync::OnceCell<ids::IdKey>>,
     pulls: Arc<usage::PullLog>,
     gc_running: Arc<tokio::sync::Mutex<()>>,
     /// Small whole blobs being finished in memory (see `uploads::SMALL_BLOB`).
@@ -91,22 +91,14 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The registry on these backends; fetches (or makes, on a new database) the key that
-    /// signs upload ids.
+    /// The registry on these backends.
     pub async fn open(
         blobs: Arc<dyn BlobStore>,
         meta: Arc<dyn MetaStore>,
         opts: Options,
     ) -> Result<Registry> {
-        let secret = meta
-            .secret(
-                ids::SECRET_NAME,
-                &ids::new_secret().map_err(Error::Internal)?,
-            )
-            .await?;
-        let ids = ids::IdKey::new(&secret).map_err(Error::Internal)?;
         let manifests = Arc::new(cache::ManifestCache::new(opts.manifest_cache_bytes));
-        Ok(Registry {
+        let registry = Registry {
             blobs,
             meta,
             opts: Arc::new(opts),
@@ -114,11 +106,32 @@ impl Registry {
             digests: Arc::default(),
             manifests,
             resolved: Arc::default(),
-            ids: Arc::new(ids),
+            ids: Arc::default(),
             pulls: Arc::default(),
             gc_running: Arc::default(),
             small: Arc::new(tokio::sync::Semaphore::new(uploads::SMALL_BLOBS)),
-        })
+        };
+        // Fetched beside start-up rather than on its path: on a new database, making the
+        // key is a durable write. The first upload waits for it if it is not there yet.
+        let warm = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = warm.id_key().await {
+                tracing::error!(error = %e, "fetching the upload id key");
+            }
+        });
+        Ok(registry)
+    }
+
+    /// The key upload ids are signed with, from the metadata store (made there on a new
+    /// database); fetched once.
+    pub(crate) async fn id_key(&self) -> Result<&ids::IdKey> {
+        self.ids
+            .get_or_try_init(|| async {
+                let candidate = ids::new_secret().map_err(Error::Internal)?;
+                let secret = self.meta.secret(ids::SECRET_NAME, &candidate).await?;
+                ids::IdKey::new(&secret).map_err(Error::Internal)
+            })
+            .await
     }
 
     pub fn options(&self) -> &Options {

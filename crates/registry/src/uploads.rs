@@ -119,7 +119,11 @@ impl Registry {
     /// Opens a new upload session in `repo`. Nothing is written until it receives bytes.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadRecord> {
         let now = berth_meta::now_millis();
-        let id = self.ids.issue(repo, now).map_err(Error::Internal)?;
+        let id = self
+            .id_key()
+            .await?
+            .issue(repo, now)
+            .map_err(Error::Internal)?;
         Ok(unrecorded(id, repo, now))
     }
 
@@ -144,7 +148,7 @@ impl Registry {
                 Ok(rec)
             }
             Some(_) => Err(Error::upload_unknown()),
-            None => match self.ids.verify(repo, id) {
+            None => match self.id_key().await?.verify(repo, id) {
                 Some(created) if !expired(created) => Ok(unrecorded(id.clone(), repo, created)),
                 _ => Err(Error::upload_unknown()),
             },

@@ -5,6 +5,7 @@ use crate::auth::{self, Auth, Caller};
 use crate::dispatch::{self, Route};
 use crate::error::{digest_error, ApiError};
 use crate::metrics::{self, InFlight, RouteLabel};
+use crate::prometheus::Metrics;
 use crate::sendfile::{ConnInfo, FileSender};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -18,14 +19,13 @@ use berth_registry::uploads::ChunkInfo;
 use berth_registry::{ByteStream, Registry};
 use futures::{StreamExt, TryStreamExt};
 use http_body_util::BodyExt;
-use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
-    pub metrics: Option<PrometheusHandle>,
+    pub metrics: Option<Arc<Metrics>>,
     pub auth: Arc<Auth>,
     pub storage: Arc<metrics::StorageGauges>,
     pub uploads: Arc<UploadLimit>,

@@ -9,7 +9,8 @@
 //! - [`handlers`]: one thin handler per endpoint.
 //! - [`jobs`]: scheduled work: pull times, storage gauges, collection, reconciliation.
 //! - [`error`]: the only mapping from errors to responses.
-//! - [`metrics`]: Prometheus metrics and the per-request log line.
+//! - [`metrics`]: the metrics Berth records and the per-request log line.
+//! - [`prometheus`]: the metrics recorder and its Prometheus text.
 //! - [`sendfile`]: connections that send blob files with sendfile(2).
 //! - [`tls`]: TLS connections, with certificates reloaded when their files change.
 
@@ -22,6 +23,7 @@ pub mod error;
 pub mod handlers;
 pub mod jobs;
 pub mod metrics;
+pub mod prometheus;
 pub mod sendfile;
 pub mod tls;
 

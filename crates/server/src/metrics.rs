@@ -3,34 +3,22 @@
 //! Routes are labelled by endpoint kind (never by repository name, which would make the
 //! label set unbounded): handlers put a [`RouteLabel`] in the response's extensions.
 
+use crate::prometheus::Metrics;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// The endpoint kind a response came from.
 #[derive(Clone, Copy, Debug)]
 pub struct RouteLabel(pub &'static str);
 
-/// Installs the process-wide recorder and returns the handle that renders `/metrics`.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
-    let buckets = [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    ];
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&buckets)
-        .map_err(|e| anyhow::anyhow!("metrics buckets: {e}"))?
-        .install_recorder()
-        .map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            upkeep.run_upkeep();
-        }
-    });
+/// Installs the process-wide recorder and returns what renders `/metrics`.
+pub fn install() -> anyhow::Result<Arc<Metrics>> {
+    let m = Arc::new(Metrics::default());
+    m.install()?;
     metrics::describe_counter!(
         "berth_http_requests_total",
         "HTTP requests by route, method and status"
@@ -48,7 +36,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "berth_uploads_in_flight",
         "Requests currently streaming an upload body"
     );
-    Ok(handle)
+    Ok(m)
 }
 
 /// Counts uploads in flight for as long as it lives.

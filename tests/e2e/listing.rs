@@ -72,6 +72,50 @@ async fn end_8_tags_sorted_and_paginated() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
+/// A whole tag list read again and again (its body is kept while the list is unchanged)
+/// shows every change as soon as the write that made it is acknowledged.
+#[tokio::test]
+async fn end_8a_a_polled_tag_list_follows_every_change() {
+    let reg = TestRegistry::spawn();
+    let img = ImageBuilder::new(1).layers(1, 10).build();
+    let other = ImageBuilder::new(2).layers(1, 10).build();
+    let expect = |want: &'static [&'static str]| {
+        let reg = &reg;
+        async move {
+            for _ in 0..2 {
+                let (all, _) = tags(reg, "/v2/t/repo/tags/list").await;
+                assert_eq!(all, want);
+            }
+        }
+    };
+    reg.push_image("t/repo", "a", &img).await;
+    reg.put_manifest("t/repo", "b", OCI_MANIFEST, &img.manifest)
+        .await;
+    expect(&["a", "b"]).await;
+    reg.put_manifest("t/repo", "c", OCI_MANIFEST, &img.manifest)
+        .await;
+    expect(&["a", "b", "c"]).await;
+    // A tag moved: the same names.
+    reg.push_image("t/repo", "b", &other).await;
+    expect(&["a", "b", "c"]).await;
+    let r = reg
+        .req(reqwest::Method::DELETE, "/v2/t/repo/manifests/c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    expect(&["a", "b"]).await;
+    // Deleting a manifest untags it everywhere.
+    let path = format!("/v2/t/repo/manifests/{}", img.digest());
+    let r = reg
+        .req(reqwest::Method::DELETE, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    expect(&["b"]).await;
+}
+
 #[tokio::test]
 async fn catalog_is_sorted_and_paginated() {
     let reg = TestRegistry::spawn();

@@ -101,6 +101,12 @@ impl Names {
         }
     }
 
+    /// Whether `other` is this very page of this very list (not merely equal names): a shared
+    /// list is never changed, so whatever was derived from it still holds.
+    pub fn same(&self, other: &Names) -> bool {
+        std::sync::Arc::ptr_eq(&self.list, &other.list) && self.range == other.range
+    }
+
     /// Keeps the first `n` names.
     pub fn truncate(&mut self, n: usize) {
         self.range.end = self.range.end.min(self.range.start + n);

@@ -253,6 +253,11 @@ impl SqliteMeta {
 async fn create(path: &Path) -> Result<bool> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!("{name}.new-{}", std::process::id()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(sqlx::Error::Io)?;
+    }
     let _ = tokio::fs::remove_file(&tmp).await;
     let mut c = SqliteConnectOptions::new()
         .filename(&tmp)

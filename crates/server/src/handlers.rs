@@ -4,6 +4,7 @@
 use crate::auth::{self, Auth, Caller};
 use crate::dispatch::{self, Route};
 use crate::error::{digest_error, ApiError};
+use crate::list_bodies::ListBodies;
 use crate::metrics::{self, InFlight, RouteLabel};
 use crate::prometheus::Metrics;
 use crate::sendfile::{ConnInfo, FileSender};
@@ -29,6 +30,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub storage: Arc<metrics::StorageGauges>,
     pub uploads: Arc<UploadLimit>,
+    pub lists: Arc<ListBodies>,
 }
 
 /// Who is asking, for the handlers whose answer depends on it (catalog, mounts, uploads).
@@ -37,6 +39,7 @@ pub struct Access<'a> {
     pub caller: &'a Caller,
     pub peer: IpAddr,
     pub uploads: &'a UploadLimit,
+    pub lists: &'a ListBodies,
 }
 
 /// How many upload sessions one client address may open: a burst, then a steady rate. A
@@ -108,8 +111,8 @@ pub(crate) fn json_response(value: &impl serde::Serialize, content_type: &'stati
     json_body(text, content_type)
 }
 
-fn json_body(text: Vec<u8>, content_type: &'static str) -> Response {
-    let mut r = Response::new(Body::from(text));
+fn json_body(text: impl Into<Body>, content_type: &'static str) -> Response {
+    let mut r = Response::new(text.into());
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
@@ -120,7 +123,7 @@ fn json_body(text: Vec<u8>, content_type: &'static str) -> Response {
 /// their grammar, so each is copied as it is: serde_json looks at every byte of every string
 /// for escapes, half of what a 10,000-tag list cost the server. A string that does need
 /// escaping (none should) still gets it.
-fn names_body(field: Option<(&str, &str)>, key: &str, names: &[String]) -> Response {
+fn names_json(field: Option<(&str, &str)>, key: &str, names: &[String]) -> Vec<u8> {
     fn string(out: &mut Vec<u8>, s: &str) {
         if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
             out.push(b'"');
@@ -148,7 +151,7 @@ fn names_body(field: Option<(&str, &str)>, key: &str, names: &[String]) -> Respo
         string(&mut out, n);
     }
     out.extend_from_slice(b"]}");
-    json_body(out, "application/json")
+    out
 }
 
 /// `Location`, `Range` and `Docker-Upload-UUID` of an upload session at `offset`.
@@ -283,6 +286,7 @@ pub async fn v2(State(app): State<AppState>, req: Request) -> Response {
                         caller: &caller,
                         peer: peer(&req),
                         uploads: &app.uploads,
+                        lists: &app.lists,
                     };
                     (
                         label,
@@ -355,7 +359,7 @@ async fn route_request(reg: &Registry, route: Route, req: Request, access: &Acce
         }
         (Route::Catalog, Method::GET) => catalog(reg, &q, access).await,
         // end-8a, end-8b
-        (Route::Tags(repo), Method::GET) => list_tags(reg, &repo, &q).await,
+        (Route::Tags(repo), Method::GET) => list_tags(reg, &repo, &q, access.lists).await,
         // end-3
         (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
             get_manifest(reg, &repo, &r, req.headers(), head).await
@@ -645,11 +649,16 @@ fn next_link(r: &mut Response, base: &str, listing: &berth_registry::listing::Li
     }
 }
 
-async fn list_tags(reg: &Registry, repo: &RepoName, q: &Query) -> Result {
-    let listing = reg
-        .list_tags(repo, q.number("n")?, q.one("last", ErrorCode::Unsupported)?)
-        .await?;
-    let mut r = names_body(Some(("name", repo.as_str())), "tags", &listing.names);
+async fn list_tags(reg: &Registry, repo: &RepoName, q: &Query, lists: &ListBodies) -> Result {
+    let (n, last) = (q.number("n")?, q.one("last", ErrorCode::Unsupported)?);
+    let listing = reg.list_tags(repo, n, last).await?;
+    let write = || names_json(Some(("name", repo.as_str())), "tags", &listing.names);
+    // Whole lists are the ones polled; a page costs little to write.
+    let body = match (n, last) {
+        (None, None) => lists.body(repo, &listing.names, write),
+        _ => write().into(),
+    };
+    let mut r = json_body(body, "application/json");
     next_link(&mut r, &format!("/v2/{repo}/tags/list"), &listing);
     Ok(r)
 }
@@ -663,7 +672,10 @@ async fn catalog(reg: &Registry, q: &Query, access: &Access<'_>) -> Result {
             &visible,
         )
         .await?;
-    let mut r = names_body(None, "repositories", &listing.names);
+    let mut r = json_body(
+        names_json(None, "repositories", &listing.names),
+        "application/json",
+    );
     next_link(&mut r, "/v2/_catalog", &listing);
     Ok(r)
 }
@@ -735,8 +747,7 @@ mod tests {
             .to_vec();
         for field in [Some(("name", "library/x")), None] {
             for names in [&names[..], &names[..2], &[]] {
-                let r = super::names_body(field, "tags", names);
-                let bytes = r.into_body().collect().await.unwrap().to_bytes();
+                let bytes = super::names_json(field, "tags", names);
                 let mut expected = serde_json::Map::new();
                 if let Some((k, v)) = field {
                     expected.insert(k.into(), v.into());

@@ -8,6 +8,7 @@
 //! - [`dispatch`]: the `/v2/` path parser (repository names contain `/`).
 //! - [`handlers`]: one thin handler per endpoint.
 //! - [`jobs`]: scheduled work: pull times, storage gauges, collection, reconciliation.
+//! - [`list_bodies`]: whole tag lists' bodies, kept while their list is unchanged.
 //! - [`error`]: the only mapping from errors to responses.
 //! - [`metrics`]: the metrics Berth records and the per-request log line.
 //! - [`prometheus`]: the metrics recorder and its Prometheus text.
@@ -22,6 +23,7 @@ pub mod dispatch;
 pub mod error;
 pub mod handlers;
 pub mod jobs;
+pub mod list_bodies;
 pub mod metrics;
 pub mod prometheus;
 pub mod sendfile;
@@ -83,13 +85,17 @@ pub fn log_filter(spec: &str) -> Result<Targets, tracing_subscriber::filter::Par
 
 /// Opens the backends the configuration names and builds the registry on them.
 pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
-    let data = &config.storage.path;
-    let store = berth_store::fs::FsStore::open(data)
-        .with_context(|| format!("opening data directory {}", data.display()))?;
+    let data = config.storage.path.clone();
+    // The data directory is made beside the database, on another thread: both are start-up.
+    let store = tokio::task::spawn_blocking(move || {
+        berth_store::fs::FsStore::open(&data)
+            .with_context(|| format!("opening data directory {}", data.display()))
+    });
     let url = config.database_url();
     let meta = berth_meta::sqlite::SqliteMeta::open_url(&url)
         .await
         .with_context(|| format!("opening database {url}"))?;
+    let store = store.await.context("opening the data directory")??;
     Registry::open(Arc::new(store), Arc::new(meta), config.registry_options()?)
         .await
         .context("opening the registry")
@@ -155,6 +161,7 @@ pub async fn serve(
                 config.limits.uploads_per_client_burst,
                 config.limits.uploads_per_client_per_sec,
             )),
+            lists: Arc::default(),
         },
         Duration::from_secs(config.limits.body_timeout_secs),
     );

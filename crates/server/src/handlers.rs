@@ -736,12 +736,10 @@ pub async fn metrics_page(State(app): State<AppState>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use http_body_util::BodyExt;
-
     /// The hand-written list body is the JSON serde_json would write: names copied as they
     /// are, and the rare one that needs escaping escaped.
-    #[tokio::test]
-    async fn list_bodies_are_json_whatever_the_names() {
+    #[test]
+    fn list_bodies_are_json_whatever_the_names() {
         let names: Vec<String> = ["a", "v1.0_rc-2", "q\"uote", "back\\slash", "new\nline", "é"]
             .map(str::to_owned)
             .to_vec();

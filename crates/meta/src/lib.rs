@@ -101,15 +101,40 @@ impl Names {
         }
     }
 
-    /// Whether `other` is this very page of this very list (not merely equal names): a shared
-    /// list is never changed, so whatever was derived from it still holds.
-    pub fn same(&self, other: &Names) -> bool {
-        std::sync::Arc::ptr_eq(&self.list, &other.list) && self.range == other.range
+    /// What tells this very page of this very list from any other (not merely equal names),
+    /// without keeping the names: a shared list is never changed, so whatever was derived
+    /// from it holds while it is handed out.
+    pub fn id(&self) -> NamesId {
+        NamesId {
+            list: std::sync::Arc::downgrade(&self.list),
+            range: self.range.clone(),
+        }
     }
 
     /// Keeps the first `n` names.
     pub fn truncate(&mut self, n: usize) {
         self.range.end = self.range.end.min(self.range.start + n);
+    }
+}
+
+/// See [`Names::id`]. It keeps the list's allocation (not its names), so no other list can
+/// take its address.
+#[derive(Clone, Debug)]
+pub struct NamesId {
+    list: std::sync::Weak<Vec<String>>,
+    range: std::ops::Range<usize>,
+}
+
+impl NamesId {
+    /// Whether `names` is the page this id was taken from.
+    pub fn is(&self, names: &Names) -> bool {
+        std::ptr::eq(self.list.as_ptr(), std::sync::Arc::as_ptr(&names.list))
+            && self.range == names.range
+    }
+
+    /// Whether the list is still held anywhere: once it is not, nothing can match it again.
+    pub fn alive(&self) -> bool {
+        self.list.strong_count() > 0
     }
 }
 

@@ -248,9 +248,23 @@ impl SqliteMeta {
 /// syncs, then the file is synced once and linked into place. Made in place, in WAL mode,
 /// it cost a rollback journal to switch modes and a dozen WAL writes, most of a new server's
 /// start-up. A crash leaves either no database (the next start builds it again) or a whole
-/// one; a temporary file left behind is replaced. Whether the database is there now: where
-/// the file system has no hard links it is not, and the caller makes it in place.
+/// one; a temporary file left behind is replaced. Whether this call's database is the one in
+/// place: where the file system has no hard links it is not, and the caller makes it in
+/// place; where another process made one meanwhile, the caller opens that one.
+///
+/// A write-ahead log left without its database (`meta.db` deleted, `meta.db-wal` kept) is
+/// refused: SQLite would replay its pages into the new database.
 async fn create(path: &Path) -> Result<bool> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if tokio::fs::try_exists(&wal).await.map_err(sqlx::Error::Io)? {
+        return Err(MetaError::Corrupt(format!(
+            "{} is missing but its write-ahead log {} is there: restore the database, or \
+             remove the log (and its -shm) to start empty",
+            path.display(),
+            std::path::Path::new(&wal).display()
+        )));
+    }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!("{name}.new-{}", std::process::id()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -269,17 +283,26 @@ async fn create(path: &Path) -> Result<bool> {
     // The whole schema as one script in one transaction, each migration then recorded as
     // sqlx's migrator records it (so that later starts find them applied): the migrator
     // makes five trips to the database thread per migration, most of the schema's cost.
+    // Only plain forward migrations, each meant for a transaction, can be run so; should
+    // another kind ever appear, the migrator runs them its own way.
     let migrator = sqlx::migrate!("./migrations/sqlite");
-    let mut tx = c.begin().await?;
-    tx.ensure_migrations_table(MIGRATIONS).await?;
-    let script: Vec<&str> = migrator.iter().map(|m| m.sql.as_str()).collect();
-    sqlx::raw_sql(AssertSqlSafe(script.join("\n")))
-        .execute(&mut *tx)
-        .await?;
-    for m in migrator.iter() {
-        tx.skip(MIGRATIONS, m).await?;
+    let plain = |m: &sqlx::migrate::Migration| {
+        m.migration_type == sqlx::migrate::MigrationType::Simple && !m.no_tx
+    };
+    if migrator.iter().all(plain) {
+        let mut tx = c.begin().await?;
+        tx.ensure_migrations_table(MIGRATIONS).await?;
+        let script: Vec<&str> = migrator.iter().map(|m| m.sql.as_str()).collect();
+        sqlx::raw_sql(AssertSqlSafe(script.join("\n")))
+            .execute(&mut *tx)
+            .await?;
+        for m in migrator.iter() {
+            tx.skip(MIGRATIONS, m).await?;
+        }
+        tx.commit().await?;
+    } else {
+        migrator.run(&mut c).await?;
     }
-    tx.commit().await?;
     // Recorded in the file's header, so that opening it later has nothing to change.
     sqlx::query("PRAGMA journal_mode = WAL")
         .execute(&mut c)
@@ -289,13 +312,12 @@ async fn create(path: &Path) -> Result<bool> {
     let linked = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
         std::fs::File::open(&tmp2)?.sync_all()?;
         // A link, unlike a rename, never replaces: another process that made the database
-        // meanwhile keeps its own.
-        let linked = match std::fs::hard_link(&tmp2, &path2) {
-            Ok(()) => true,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => true,
-            Err(_) => false,
-        };
-        std::fs::remove_file(&tmp2)?;
+        // meanwhile keeps its own (and this one then opens it as an existing database,
+        // migrator included, since it did not build it).
+        let linked = std::fs::hard_link(&tmp2, &path2).is_ok();
+        if let Err(e) = std::fs::remove_file(&tmp2) {
+            tracing::warn!(error = %e, file = %tmp2.display(), "removing a temporary database");
+        }
         if let Some(dir) = path2.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir)?.sync_all()?;
         }
@@ -305,7 +327,7 @@ async fn create(path: &Path) -> Result<bool> {
     .map_err(|e| MetaError::Corrupt(format!("creating the database: {e}")))?
     .map_err(sqlx::Error::Io)?;
     if !linked {
-        tracing::debug!("no hard links here: the database is made in place");
+        tracing::debug!("database not linked (made meanwhile, or no hard links here)");
     }
     Ok(linked)
 }
@@ -1122,6 +1144,24 @@ mod tests {
         assert_eq!(made.0, "wal");
         assert!(made.1.len() > 20, "{:?}", made.1);
         assert_eq!((&made.1, &made.2), (&migrated.1, &migrated.2));
+    }
+
+    /// A write-ahead log whose database is gone is not replayed into a new database: the
+    /// start is refused, and says why.
+    #[tokio::test]
+    async fn a_log_without_its_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("meta.db-wal"),
+            b"frames of another database",
+        )
+        .unwrap();
+        let e = super::SqliteMeta::open(&dir.path().join("meta.db"))
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("write-ahead log"), "{e}");
+        assert!(!dir.path().join("meta.db").exists());
     }
 
     /// Group commit: a write that fails among concurrent ones rolls back alone.

@@ -112,7 +112,9 @@ impl Registry {
             small: Arc::new(tokio::sync::Semaphore::new(uploads::SMALL_BLOBS)),
         };
         // Fetched beside start-up rather than on its path: on a new database, making the
-        // key is a durable write. The first upload waits for it if it is not there yet.
+        // key is a durable write. The first upload waits for it if it is not there yet; if
+        // fetching fails, that is logged and each upload tries again (answering 500 until
+        // the database answers).
         let warm = registry.clone();
         tokio::spawn(async move {
             if let Err(e) = warm.id_key().await {

@@ -1,28 +1,34 @@
-//! Bodies of whole tag lists served recently, each kept with the shared list it was written
-//! from.
+//! Bodies of whole tag lists served recently, each kept with the identity of the shared list
+//! it was written from.
 //!
 //! The metadata store hands back the same shared list (one allocation, see
 //! `berth_meta::Names`) for a repository until a write changes its tags, so a list seen again
 //! is answered with the bytes already written for it: polling a long tag list, as CI jobs
-//! and update bots do, costs neither a database read nor a serialization. Holding the list
-//! keeps its allocation alive, so no other list can be mistaken for it. At most
-//! [`MAX_BYTES`] of bodies are kept; past that, the oldest go first.
+//! and update bots do, costs neither a database read nor a serialization. The identity
+//! (`berth_meta::NamesId`) keeps the list's allocation but not its names, so no other list
+//! can be mistaken for it and a dropped list costs nothing here. Bodies, with a fixed cost
+//! per entry, are kept up to [`MAX_BYTES`]; entries whose list nobody holds any more (it
+//! cannot come back) go first, then the oldest.
 
-use berth_meta::Names;
+use berth_meta::{Names, NamesId};
 use berth_oci::RepoName;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-/// Bytes of bodies kept at most.
+/// Bytes of bodies (and entries) kept at most.
 pub const MAX_BYTES: usize = 4 << 20;
+
+/// What an entry costs besides its body: the repository name twice, the list's header and
+/// the map's slot, rounded up.
+const ENTRY: usize = 256;
 
 #[derive(Default)]
 pub struct ListBodies(Mutex<Kept>);
 
 #[derive(Default)]
 struct Kept {
-    bodies: HashMap<RepoName, (Names, Bytes)>,
+    bodies: HashMap<RepoName, (NamesId, Bytes)>,
     /// Repositories in the order their bodies were kept, oldest first.
     order: VecDeque<RepoName>,
     bytes: usize,
@@ -32,14 +38,14 @@ impl ListBodies {
     /// The body of `repo`'s whole tag list `names`: the kept one if it was written from the
     /// same list, else `write`'s, which is then kept.
     pub fn body(&self, repo: &RepoName, names: &Names, write: impl FnOnce() -> Vec<u8>) -> Bytes {
-        if let Some((kept, body)) = self.lock().bodies.get(repo) {
-            if kept.same(names) {
+        if let Some((id, body)) = self.lock().bodies.get(repo) {
+            if id.is(names) {
                 return body.clone();
             }
         }
         let body = Bytes::from(write());
-        if body.len() <= MAX_BYTES {
-            self.lock().keep(repo, names, body.clone());
+        if cost(repo, &body) <= MAX_BYTES {
+            self.lock().keep(repo, names.id(), body.clone());
         }
         body
     }
@@ -49,23 +55,40 @@ impl ListBodies {
     }
 }
 
+fn cost(repo: &RepoName, body: &Bytes) -> usize {
+    ENTRY + repo.as_str().len() + body.len()
+}
+
 impl Kept {
-    fn keep(&mut self, repo: &RepoName, names: &Names, body: Bytes) {
-        if let Some((_, old)) = self.bodies.remove(repo) {
-            self.bytes -= old.len();
-            self.order.retain(|r| r != repo);
-        }
-        while self.bytes + body.len() > MAX_BYTES {
-            let Some(oldest) = self.order.pop_front() else {
+    /// Keeps `body` for `repo`. Runs only when a list is written, not when one is reused, so
+    /// its walks over the entries are paid once per change of a list.
+    fn keep(&mut self, repo: &RepoName, id: NamesId, body: Bytes) {
+        self.forget(|r, (old, _)| r == repo || !old.alive());
+        let need = cost(repo, &body);
+        while self.bytes + need > MAX_BYTES {
+            let Some(oldest) = self.order.front().cloned() else {
                 break;
             };
-            if let Some((_, old)) = self.bodies.remove(&oldest) {
-                self.bytes -= old.len();
-            }
+            self.forget(|r, _| *r == oldest);
         }
-        self.bytes += body.len();
+        self.bytes += need;
         self.order.push_back(repo.clone());
-        self.bodies.insert(repo.clone(), (names.clone(), body));
+        self.bodies.insert(repo.clone(), (id, body));
+    }
+
+    /// Drops the entries `which` picks.
+    fn forget(&mut self, which: impl Fn(&RepoName, &(NamesId, Bytes)) -> bool) {
+        let mut freed = 0;
+        self.bodies.retain(|r, entry| {
+            let drop = which(r, entry);
+            if drop {
+                freed += cost(r, &entry.1);
+            }
+            !drop
+        });
+        self.bytes -= freed;
+        let bodies = &self.bodies;
+        self.order.retain(|r| bodies.contains_key(r));
     }
 }
 
@@ -118,7 +141,7 @@ mod tests {
         }
         let kept = bodies.lock();
         assert!(kept.bytes <= MAX_BYTES, "{}", kept.bytes);
-        assert_eq!(kept.bytes, 2 * big);
+        assert_eq!(kept.bytes, 2 * (big + ENTRY + 2));
         // The oldest went first.
         assert!(!kept.bodies.contains_key(&lists[0].0));
         assert!(!kept.bodies.contains_key(&lists[1].0));
@@ -127,6 +150,24 @@ mod tests {
         // Too big to keep at all: answered, not kept.
         let huge = bodies.body(&lists[0].0, &lists[0].1, || vec![b'x'; MAX_BYTES + 1]);
         assert_eq!(huge.len(), MAX_BYTES + 1);
-        assert_eq!(bodies.lock().bytes, 2 * big);
+        assert_eq!(bodies.lock().bytes, 2 * (big + ENTRY + 2));
+    }
+
+    #[test]
+    fn bodies_of_lists_nobody_holds_go_first() {
+        let bodies = ListBodies::default();
+        let (a, b): (RepoName, RepoName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let held = names(&["t"]);
+        bodies.body(&a, &held, || b"kept".to_vec());
+        // A list handed out once and dropped (the metadata store did not keep it).
+        bodies.body(&b, &names(&["t"]), || b"gone".to_vec());
+        assert!(bodies.lock().bodies.contains_key(&b));
+        let other: RepoName = "c".parse().unwrap();
+        bodies.body(&other, &held, || b"more".to_vec());
+        let kept = bodies.lock();
+        assert!(!kept.bodies.contains_key(&b));
+        assert!(kept.bodies.contains_key(&a) && kept.bodies.contains_key(&other));
+        assert_eq!(kept.bytes, 2 * (ENTRY + 1 + 4));
+        assert_eq!(kept.order.len(), 2);
     }
 }

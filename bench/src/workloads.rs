@@ -311,10 +311,15 @@ pub async fn hammer(
 #[derive(serde::Deserialize)]
 struct ListBody<'a> {
     #[serde(borrow)]
-    tags: Option<Vec<Cow<'a, str>>>,
+    tags: Option<Vec<Name<'a>>>,
     #[serde(borrow)]
-    repositories: Option<Vec<Cow<'a, str>>>,
+    repositories: Option<Vec<Name<'a>>>,
 }
+
+/// One listed name. A newtype, because serde borrows a `Cow` only where the attribute is on
+/// the `Cow` itself: inside a `Vec` it would copy every name.
+#[derive(serde::Deserialize)]
+struct Name<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// Follows `Link` headers from `first` until the last page; returns how many of the names
 /// listed under `key` satisfy `keep`, and the pages.
@@ -340,7 +345,7 @@ pub async fn walk(
         kept += names
             .context("list body")?
             .iter()
-            .filter(|n| keep(n))
+            .filter(|n| keep(&n.0))
             .count();
         pages += 1;
         if let Some(target) = link.strip_prefix('<').and_then(|l| l.split('>').next()) {

@@ -168,7 +168,7 @@ async fn run_one(
     // Push: monolithic, then chunked, 8 in parallel.
     let cpu = srv.cpu_seconds();
     let d = parallel(data.big.clone(), sizes.push_parallel, |b| {
-        let ctx = &ctx;
+        let ctx = ctx.clone();
         async move { ctx.push_monolithic("bench/mono", &b).await }
     })
     .await
@@ -181,8 +181,9 @@ async fn run_one(
 
     let cpu = srv.cpu_seconds();
     let d = parallel(data.big.clone(), sizes.push_parallel, |b| {
-        let ctx = &ctx;
-        async move { ctx.push_chunked("bench/chunked", &b, sizes.chunk).await }
+        let ctx = ctx.clone();
+        let chunk = sizes.chunk;
+        async move { ctx.push_chunked("bench/chunked", &b, chunk).await }
     })
     .await
     .context("push chunked")?;
@@ -204,7 +205,7 @@ async fn run_one(
         manifests.into_iter().enumerate().collect(),
         sizes.push_parallel,
         |(i, m)| {
-            let ctx = &ctx;
+            let ctx = ctx.clone();
             async move {
                 ctx.put_manifest("bench/mono", &format!("v{i}"), &m)
                     .await
@@ -221,7 +222,7 @@ async fn run_one(
         eprintln!("  small blobs");
         let cpu = srv.cpu_seconds();
         let d = parallel(data.small.clone(), sizes.push_parallel, |b| {
-            let ctx = &ctx;
+            let ctx = ctx.clone();
             async move { ctx.push_monolithic("bench/small", &b).await }
         })
         .await
@@ -240,7 +241,7 @@ async fn run_one(
         let mut pulled = 0u64;
         for &p in &sizes.pulls {
             let d = parallel(data.big.clone(), p, |b| {
-                let ctx = &ctx;
+                let ctx = ctx.clone();
                 async move { ctx.pull("bench/mono", &b, true).await.map(|_| ()) }
             })
             .await
@@ -250,7 +251,7 @@ async fn run_one(
         }
         let top = *sizes.pulls.last().unwrap_or(&1);
         let d = parallel(data.big.clone(), top, |b| {
-            let ctx = &ctx;
+            let ctx = ctx.clone();
             async move { ctx.pull("bench/mono", &b, false).await.map(|_| ()) }
         })
         .await
@@ -297,10 +298,10 @@ async fn run_one(
         // Tags: create many on one manifest, then walk them page by page.
         let m0 = manifest(&data.config, &data.big[..8.min(data.big.len())]);
         let d = parallel((0..sizes.tags).collect(), sizes.push_parallel, |i| {
-            let ctx = &ctx;
-            let m0 = &m0;
+            let ctx = ctx.clone();
+            let m0 = m0.clone();
             async move {
-                ctx.put_manifest("bench/mono", &format!("t{i:06}"), m0)
+                ctx.put_manifest("bench/mono", &format!("t{i:06}"), &m0)
                     .await
                     .map(|_| ())
             }
@@ -346,13 +347,14 @@ async fn run_one(
         let small_layer = data.small[0].clone();
         let tiny = manifest(&data.config, std::slice::from_ref(&small_layer));
         let d = parallel((0..sizes.repos).collect(), sizes.push_parallel, |i| {
-            let ctx = &ctx;
-            let (cfg, layer, tiny) = (&data.config, &small_layer, &tiny);
+            let ctx = ctx.clone();
+            let (cfg, layer) = (data.config.digest.clone(), small_layer.digest.clone());
+            let tiny = tiny.clone();
             async move {
                 let repo = format!("cat/r{i:05}");
-                ctx.mount(&repo, "bench/mono", &cfg.digest).await?;
-                ctx.mount(&repo, "bench/small", &layer.digest).await?;
-                ctx.put_manifest(&repo, "latest", tiny).await.map(|_| ())
+                ctx.mount(&repo, "bench/mono", &cfg).await?;
+                ctx.mount(&repo, "bench/small", &layer).await?;
+                ctx.put_manifest(&repo, "latest", &tiny).await.map(|_| ())
             }
         })
         .await
@@ -382,15 +384,12 @@ async fn run_one(
     if args.wants("mounts") {
         // Cross-repository mounts.
         let d = parallel((0..sizes.mounts).collect(), sizes.push_parallel, |i| {
-            let ctx = &ctx;
-            let b = &data.big[i % data.big.len()];
+            let ctx = ctx.clone();
+            let n = data.big.len();
+            let digest = data.big[i % n].digest.clone();
             async move {
-                ctx.mount(
-                    &format!("mnt/m{}", i / data.big.len()),
-                    "bench/mono",
-                    &b.digest,
-                )
-                .await
+                ctx.mount(&format!("mnt/m{}", i / n), "bench/mono", &digest)
+                    .await
             }
         })
         .await

@@ -78,8 +78,8 @@ pub async fn listings(ctx: &Ctx, scale: &Scale, f: &mut Figures) -> Result<()> {
     for &level in &scale.levels {
         let t0 = Instant::now();
         parallel((have..level).collect(), 64, |i| {
-            let m = &m;
-            async move { ctx.put_manifest("scale/tags", &tag(i), m).await.map(|_| ()) }
+            let (ctx, m, tag) = (ctx.clone(), m.clone(), tag(i));
+            async move { ctx.put_manifest("scale/tags", &tag, &m).await.map(|_| ()) }
         })
         .await
         .context("creating tags")?;
@@ -90,8 +90,8 @@ pub async fn listings(ctx: &Ctx, scale: &Scale, f: &mut Figures) -> Result<()> {
         );
         let t0 = Instant::now();
         parallel((have..level).collect(), 64, |i| {
-            let d = &config.digest;
-            async move { ctx.mount(&repo(i), "scale/tags", d).await }
+            let (ctx, d, repo) = (ctx.clone(), config.digest.clone(), repo(i));
+            async move { ctx.mount(&repo, "scale/tags", &d).await }
         })
         .await
         .context("creating repositories")?;
@@ -140,8 +140,8 @@ pub async fn clients(
         let repo = format!("scale/push{c}");
         let c0 = cpu();
         let d = parallel(data.clone(), c, |b| {
-            let repo = &repo;
-            async move { ctx.push_monolithic(repo, &b).await }
+            let (ctx, repo) = (ctx.clone(), repo.clone());
+            async move { ctx.push_monolithic(&repo, &b).await }
         })
         .await
         .with_context(|| format!("push with {c} clients"))?;
@@ -155,8 +155,8 @@ pub async fn clients(
         );
         let c0 = cpu();
         let d = parallel(data, c, |b| {
-            let repo = &repo;
-            async move { ctx.pull(repo, &b, false).await.map(|_| ()) }
+            let (ctx, repo) = (ctx.clone(), repo.clone());
+            async move { ctx.pull(&repo, &b, false).await.map(|_| ()) }
         })
         .await
         .with_context(|| format!("pull with {c} clients"))?;

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use reqwest::{Client, Method, Response, StatusCode};
 use sha2::Digest as _;
 use std::borrow::Cow;
@@ -45,6 +45,7 @@ pub fn blobs(seed: u64, count: usize, size: usize) -> Vec<Blob> {
         .collect()
 }
 
+#[derive(Clone)]
 pub struct Ctx {
     pub client: Client,
     pub base: String,
@@ -202,17 +203,28 @@ impl Ctx {
     }
 }
 
-/// Runs `f` over `items` with `parallel` in flight; fails on the first error.
+/// Runs `f` over `items` with `parallel` in flight; fails on the first error. Each request is
+/// a task of its own, so the clients' work (receiving, hashing) spreads over the runtime's
+/// threads as independent clients' would: polled together in one task, 64 clients shared one
+/// core and their hashing, not the registry, set the pace.
 pub async fn parallel<T, F, Fut>(items: Vec<T>, parallel: usize, f: F) -> Result<Duration>
 where
     F: Fn(T) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
 {
     let t0 = Instant::now();
-    futures::stream::iter(items.into_iter().map(f))
-        .buffer_unordered(parallel)
-        .try_collect::<Vec<()>>()
-        .await?;
+    let mut running = tokio::task::JoinSet::new();
+    for item in items {
+        if running.len() >= parallel.max(1) {
+            if let Some(done) = running.join_next().await {
+                done.context("task")??;
+            }
+        }
+        running.spawn(f(item));
+    }
+    while let Some(done) = running.join_next().await {
+        done.context("task")??;
+    }
     Ok(t0.elapsed())
 }
 

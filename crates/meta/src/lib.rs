@@ -3,7 +3,7 @@
 //! sessions.
 //!
 //! - [`MetaStore`]: the contract (its method docs), checked by [`testsuite`].
-//! - [`sqlite`]: the default embedded backend.
+//! - [`sqlite`]: the default embedded backend; `fresh_db` builds its new database file.
 //! - [`sql`]: the SQL text, written once in the dialect SQLite and PostgreSQL share.
 //! - [`tag_lists`]: whole tag lists kept in memory by a backend that is its database's only
 //!   writer.
@@ -11,6 +11,8 @@
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
+#[cfg(feature = "sqlite")]
+mod fresh_db;
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -12,6 +12,7 @@
 //! write rolls back alone), commits once, and only then answers each caller. A write alone in
 //! the queue runs at once: nothing waits for a batch to fill.
 
+use crate::fresh_db;
 use crate::sql;
 use crate::tag_lists::{self, TagLists};
 use crate::{
@@ -21,12 +22,11 @@ use crate::{
 use async_trait::async_trait;
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 use futures::future::BoxFuture;
-use sqlx::migrate::Migrate;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
+use sqlx::{ConnectOptions, Row};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,8 +72,7 @@ enum Touches {
 impl SqliteMeta {
     /// Opens (creating and migrating if needed) the database file at `path`.
     pub async fn open(path: &Path) -> Result<SqliteMeta> {
-        let made =
-            !tokio::fs::try_exists(path).await.map_err(sqlx::Error::Io)? && create(path).await?;
+        let made = create(path).await?;
         let base = SqliteConnectOptions::new()
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
@@ -244,88 +243,74 @@ impl SqliteMeta {
     }
 }
 
-/// Builds a new database: the schema is made under a temporary name with neither journal nor
-/// syncs, then the file is synced once and linked into place. Made in place, in WAL mode,
-/// it cost a rollback journal to switch modes and a dozen WAL writes, most of a new server's
-/// start-up. A crash leaves either no database (the next start builds it again) or a whole
-/// one; a temporary file left behind is replaced. Whether this call's database is the one in
-/// place: where the file system has no hard links it is not, and the caller makes it in
-/// place; where another process made one meanwhile, the caller opens that one.
+/// Builds a new database unless one is there: the schema is made under a temporary name with
+/// neither journal nor syncs, by one call into SQLite (see `fresh_db`), then the file is
+/// synced once and linked into place. Made in place, in WAL mode, it cost a rollback journal
+/// to switch modes and a dozen WAL writes, most of a new server's start-up. A crash leaves
+/// either no database (the next start builds it again) or a whole one; a temporary file left
+/// behind is replaced.
+///
+/// Whether this call made the database in place. It did not where one was there already,
+/// where another process made one meanwhile (the caller opens that one, migrator included),
+/// and where the file system has no hard links (the caller makes it in place).
 ///
 /// A write-ahead log left without its database (`meta.db` deleted, `meta.db-wal` kept) is
 /// refused: SQLite would replay its pages into the new database.
 async fn create(path: &Path) -> Result<bool> {
+    let path = path.to_owned();
+    // One trip to the blocking pool for all of it: each file operation would be one.
+    tokio::task::spawn_blocking(move || create_blocking(&path))
+        .await
+        .map_err(|e| MetaError::Corrupt(format!("creating the database: {e}")))?
+}
+
+fn create_blocking(path: &Path) -> Result<bool> {
+    let io = |e: std::io::Error| MetaError::Db(sqlx::Error::Io(e));
+    if std::fs::exists(path).map_err(io)? {
+        return Ok(false);
+    }
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    if tokio::fs::try_exists(&wal).await.map_err(sqlx::Error::Io)? {
+    if std::fs::exists(&wal).map_err(io)? {
         return Err(MetaError::Corrupt(format!(
             "{} is missing but its write-ahead log {} is there: restore the database, or \
              remove the log (and its -shm) to start empty",
             path.display(),
-            std::path::Path::new(&wal).display()
+            Path::new(&wal).display()
         )));
     }
+    // Should a migration ever be of a kind only sqlx's migrator runs, the caller makes the
+    // database in place through it.
+    let Some(script) = fresh_db::script(&sqlx::migrate!("./migrations/sqlite"), MIGRATIONS) else {
+        return Ok(false);
+    };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!("{name}.new-{}", std::process::id()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(sqlx::Error::Io)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let _ = tokio::fs::remove_file(&tmp).await;
-    let mut c = SqliteConnectOptions::new()
-        .filename(&tmp)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Off)
-        .synchronous(SqliteSynchronous::Off)
-        .connect()
-        .await?;
-    // The whole schema as one script in one transaction, each migration then recorded as
-    // sqlx's migrator records it (so that later starts find them applied): the migrator
-    // makes five trips to the database thread per migration, most of the schema's cost.
-    // Only plain forward migrations, each meant for a transaction, can be run so; should
-    // another kind ever appear, the migrator runs them its own way.
-    let migrator = sqlx::migrate!("./migrations/sqlite");
-    let plain = |m: &sqlx::migrate::Migration| {
-        m.migration_type == sqlx::migrate::MigrationType::Simple && !m.no_tx
-    };
-    if migrator.iter().all(plain) {
-        let mut tx = c.begin().await?;
-        tx.ensure_migrations_table(MIGRATIONS).await?;
-        let script: Vec<&str> = migrator.iter().map(|m| m.sql.as_str()).collect();
-        sqlx::raw_sql(AssertSqlSafe(script.join("\n")))
-            .execute(&mut *tx)
-            .await?;
-        for m in migrator.iter() {
-            tx.skip(MIGRATIONS, m).await?;
-        }
-        tx.commit().await?;
-    } else {
-        migrator.run(&mut c).await?;
+    let _ = std::fs::remove_file(&tmp);
+    fresh_db::build(&tmp, &script).map_err(|e| {
+        io(std::io::Error::other(format!(
+            "building a new database: {e}"
+        )))
+    })?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    // A link, unlike a rename, never replaces: another process that made the database
+    // meanwhile keeps its own (and this one then opens it as an existing database, migrator
+    // included, since it did not build it).
+    let linked = std::fs::hard_link(&tmp, path).is_ok();
+    if let Err(e) = std::fs::remove_file(&tmp) {
+        tracing::warn!(error = %e, file = %tmp.display(), "removing a temporary database");
     }
-    // Recorded in the file's header, so that opening it later has nothing to change.
-    sqlx::query("PRAGMA journal_mode = WAL")
-        .execute(&mut c)
-        .await?;
-    c.close().await?;
-    let (tmp2, path2) = (tmp.clone(), path.to_owned());
-    let linked = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-        std::fs::File::open(&tmp2)?.sync_all()?;
-        // A link, unlike a rename, never replaces: another process that made the database
-        // meanwhile keeps its own (and this one then opens it as an existing database,
-        // migrator included, since it did not build it).
-        let linked = std::fs::hard_link(&tmp2, &path2).is_ok();
-        if let Err(e) = std::fs::remove_file(&tmp2) {
-            tracing::warn!(error = %e, file = %tmp2.display(), "removing a temporary database");
-        }
-        if let Some(dir) = path2.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(linked)
-    })
-    .await
-    .map_err(|e| MetaError::Corrupt(format!("creating the database: {e}")))?
-    .map_err(sqlx::Error::Io)?;
+    if let Some(dir) = dir {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
     if !linked {
         tracing::debug!("database not linked (made meanwhile, or no hard links here)");
     }
@@ -1137,13 +1122,29 @@ mod tests {
             .fetch_all(&mut c)
             .await
             .unwrap();
-            (mode, columns, indexes)
+            // What later starts check: each migration recorded, with its checksum.
+            let applied: Vec<(i64, String, bool, Vec<u8>)> = sqlx::query_as(
+                "SELECT version, description, success, checksum FROM _sqlx_migrations \
+                 ORDER BY version",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+            let header: (i64, i64, i64) = sqlx::query_as(
+                "SELECT * FROM pragma_page_size, pragma_auto_vacuum, pragma_user_version",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            (mode, columns, indexes, applied, header)
         };
         let made = schema(path, false).await;
         let migrated = schema(dir.path().join("migrated.db"), true).await;
         assert_eq!(made.0, "wal");
         assert!(made.1.len() > 20, "{:?}", made.1);
         assert_eq!((&made.1, &made.2), (&migrated.1, &migrated.2));
+        assert_eq!(made.3.len(), 3, "{:?}", made.3);
+        assert_eq!((&made.3, made.4), (&migrated.3, migrated.4));
     }
 
     /// A write-ahead log whose database is gone is not replayed into a new database: the

@@ -953,55 +953,66 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn usage(&self) -> Result<Usage> {
-        use std::collections::BTreeMap;
+        use futures::TryStreamExt;
         let total = sqlx::query(sql::USAGE_TOTAL)
             .fetch_one(&self.reader)
             .await?;
-        let mut repos: BTreeMap<String, RepoUsage> = BTreeMap::new();
-        for r in sqlx::query(sql::USAGE_REPOS)
-            .fetch_all(&self.reader)
-            .await?
-        {
-            let name: String = r.try_get(0)?;
-            repos.insert(
-                name.clone(),
-                RepoUsage {
-                    name,
-                    created_at: r.try_get(1)?,
-                    manifests: u(&r, 2)?,
-                    logical_bytes: u(&r, 3)?,
-                    last_push: r.try_get(4)?,
-                    last_pull: r.try_get(5)?,
-                    ..RepoUsage::default()
-                },
-            );
+        // Rows are streamed, not collected, and each repository's name is held once: with a
+        // million repositories, every query's rows held at once took more memory than the
+        // figures themselves.
+        let mut repos: Vec<RepoUsage> = Vec::new();
+        let mut rows = sqlx::query(sql::USAGE_REPOS).fetch(&self.reader);
+        while let Some(r) = rows.try_next().await? {
+            repos.push(RepoUsage {
+                name: r.try_get(0)?,
+                created_at: r.try_get(1)?,
+                manifests: u(&r, 2)?,
+                logical_bytes: u(&r, 3)?,
+                last_push: r.try_get(4)?,
+                last_pull: r.try_get(5)?,
+                ..RepoUsage::default()
+            });
         }
-        for r in sqlx::query(sql::USAGE_LINKS)
-            .fetch_all(&self.reader)
-            .await?
-        {
-            if let Some(e) = repos.get_mut(&r.try_get::<String, _>(0)?) {
+        drop(rows);
+        repos.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        fn find<'a>(
+            repos: &'a mut [RepoUsage],
+            r: &SqliteRow,
+        ) -> Result<Option<&'a mut RepoUsage>> {
+            let name: &str = r.try_get(0)?;
+            Ok(repos
+                .binary_search_by(|e| e.name.as_str().cmp(name))
+                .ok()
+                .map(|i| &mut repos[i]))
+        }
+        let mut rows = sqlx::query(sql::USAGE_LINKS).fetch(&self.reader);
+        while let Some(r) = rows.try_next().await? {
+            if let Some(e) = find(&mut repos, &r)? {
                 e.unique_bytes = u(&r, 1)?;
                 e.shared_bytes = u(&r, 2)?;
                 e.blobs = u(&r, 3)?;
             }
         }
-        for r in sqlx::query(sql::USAGE_REFS).fetch_all(&self.reader).await? {
-            if let Some(e) = repos.get_mut(&r.try_get::<String, _>(0)?) {
+        drop(rows);
+        let mut rows = sqlx::query(sql::USAGE_REFS).fetch(&self.reader);
+        while let Some(r) = rows.try_next().await? {
+            if let Some(e) = find(&mut repos, &r)? {
                 e.logical_bytes += u(&r, 1)?;
             }
         }
-        for r in sqlx::query(sql::USAGE_TAGS).fetch_all(&self.reader).await? {
-            if let Some(e) = repos.get_mut(&r.try_get::<String, _>(0)?) {
+        drop(rows);
+        let mut rows = sqlx::query(sql::USAGE_TAGS).fetch(&self.reader);
+        while let Some(r) = rows.try_next().await? {
+            if let Some(e) = find(&mut repos, &r)? {
                 e.tags = u(&r, 1)?;
             }
         }
-        let repositories: Vec<RepoUsage> = repos.into_values().collect();
+        drop(rows);
         Ok(Usage {
             physical_bytes: u(&total, 0)?,
             blobs: u(&total, 1)?,
-            logical_bytes: repositories.iter().map(|r| r.logical_bytes).sum(),
-            repositories,
+            logical_bytes: repos.iter().map(|r| r.logical_bytes).sum(),
+            repositories: repos,
         })
     }
 

@@ -266,6 +266,8 @@ pub struct LimitsConfig {
     /// Upload sessions per second a client address regains after a burst (0.01: one
     /// every 100 s).
     pub uploads_per_client_per_sec: f64,
+    /// Repositories given per-repository gauges on `/metrics`, the largest by unique bytes.
+    pub repository_gauges: usize,
 }
 
 impl Default for LimitsConfig {
@@ -282,6 +284,7 @@ impl Default for LimitsConfig {
             body_timeout_secs: 60,
             uploads_per_client_burst: 10_000,
             uploads_per_client_per_sec: 100.0,
+            repository_gauges: 1000,
         }
     }
 }

@@ -147,7 +147,7 @@ pub async fn serve(
     if auth.is_on() {
         tracing::info!("authentication on: token endpoint at /token");
     }
-    let storage = Arc::new(metrics::StorageGauges::default());
+    let storage = Arc::new(metrics::StorageGauges::new(config.limits.repository_gauges));
     let (gc, reconcile) = config.schedules()?;
     let _jobs = jobs::start(&registry, &storage, gc, reconcile);
     let limits = config.conn_limits();

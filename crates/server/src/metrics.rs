@@ -110,12 +110,23 @@ pub async fn track(State(()): State<()>, req: Request, next: Next) -> Response {
 /// Storage gauges, rendered from the latest usage report. Written as text next to the
 /// recorder's output rather than through it: a deleted repository's gauges must vanish, and
 /// the recorder can only set a gauge, never remove one.
-#[derive(Default)]
+///
+/// Per-repository gauges cover the `repositories` largest by unique bytes, not all: five
+/// series a repository, for a million repositories, made the text hundreds of megabytes
+/// (kept, and sent at every scrape). The totals count every repository.
 pub struct StorageGauges {
     text: std::sync::RwLock<String>,
+    repositories: usize,
 }
 
 impl StorageGauges {
+    pub fn new(repositories: usize) -> StorageGauges {
+        StorageGauges {
+            text: Default::default(),
+            repositories,
+        }
+    }
+
     pub fn update(&self, u: &berth_registry::usage::UsageReport) {
         use std::fmt::Write;
         let mut t = String::new();
@@ -178,16 +189,28 @@ impl StorageGauges {
                 r.tags
             }),
         ];
+        // The largest by unique bytes (what deleting them would free), listed by name.
+        let mut largest: Vec<&berth_meta::RepoUsage> =
+            u.repositories.iter().map(|r| &r.figures).collect();
+        if largest.len() > self.repositories {
+            let by_size = |a: &&berth_meta::RepoUsage, b: &&berth_meta::RepoUsage| {
+                b.unique_bytes
+                    .cmp(&a.unique_bytes)
+                    .then_with(|| a.name.cmp(&b.name))
+            };
+            if self.repositories > 0 {
+                largest.select_nth_unstable_by(self.repositories - 1, by_size);
+            }
+            largest.truncate(self.repositories);
+        }
+        largest.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         for (name, help, f) in per_repo {
             gauge(
                 name,
                 help,
-                &mut u.repositories.iter().map(|r| {
-                    (
-                        format!("{{repository=\"{}\"}}", r.figures.name),
-                        f(&r.figures) as f64,
-                    )
-                }),
+                &mut largest
+                    .iter()
+                    .map(|r| (format!("{{repository=\"{}\"}}", r.name), f(r) as f64)),
             );
         }
         *self.text.write().unwrap_or_else(|p| p.into_inner()) = t;
@@ -213,5 +236,63 @@ impl StorageGauges {
             }
         }
         self.text.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_registry::usage::{RepoFigures, UsageReport};
+
+    fn report(unique: &[(&str, u64)]) -> UsageReport {
+        UsageReport {
+            physical_bytes: unique.iter().map(|r| r.1).sum(),
+            logical_bytes: 0,
+            dedup_ratio: 1.0,
+            blobs: 0,
+            repository_count: unique.len() as u64,
+            repositories: unique
+                .iter()
+                .map(|&(name, unique_bytes)| RepoFigures {
+                    figures: berth_meta::RepoUsage {
+                        name: name.into(),
+                        unique_bytes,
+                        ..Default::default()
+                    },
+                    created_at: String::new(),
+                    last_push: None,
+                    last_pull: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn labelled(g: &super::StorageGauges) -> Vec<String> {
+        let text = g.text.read().unwrap().clone();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("berth_repository_unique_bytes{repository=\""))
+            .map(|l| l.split('"').next().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Per-repository series go to the largest repositories only (ties by name), listed by
+    /// name; the totals still count every repository.
+    #[test]
+    fn only_the_largest_repositories_get_gauges() {
+        let u = report(&[("d", 5), ("a", 1), ("c", 9), ("b", 5), ("e", 0)]);
+        let g = super::StorageGauges::new(3);
+        g.update(&u);
+        assert_eq!(labelled(&g), ["b", "c", "d"]);
+        let text = g.text.read().unwrap().clone();
+        assert!(text.contains("\nberth_repositories 5\n"), "{text}");
+        assert!(
+            text.contains("\nberth_storage_physical_bytes 20\n"),
+            "{text}"
+        );
+        let all = super::StorageGauges::new(5);
+        all.update(&u);
+        assert_eq!(labelled(&all), ["a", "b", "c", "d", "e"]);
+        let none = super::StorageGauges::new(0);
+        none.update(&u);
+        assert!(labelled(&none).is_empty());
     }
 }

@@ -127,7 +127,7 @@ impl StorageGauges {
         }
     }
 
-    pub fn update(&self, u: &berth_registry::usage::UsageReport) {
+    pub fn update(&self, u: &berth_meta::Usage) {
         use std::fmt::Write;
         let mut t = String::new();
         let mut gauge =
@@ -151,13 +151,13 @@ impl StorageGauges {
             (
                 "berth_storage_dedup_ratio",
                 "Logical bytes over physical bytes",
-                u.dedup_ratio,
+                berth_registry::usage::dedup_ratio(u),
             ),
             ("berth_storage_blobs", "Blobs stored", u.blobs as f64),
             (
                 "berth_repositories",
                 "Repositories",
-                u.repository_count as f64,
+                u.repositories.len() as f64,
             ),
         ];
         for (name, help, v) in totals {
@@ -190,8 +190,7 @@ impl StorageGauges {
             }),
         ];
         // The largest by unique bytes (what deleting them would free), listed by name.
-        let mut largest: Vec<&berth_meta::RepoUsage> =
-            u.repositories.iter().map(|r| &r.figures).collect();
+        let mut largest: Vec<&berth_meta::RepoUsage> = u.repositories.iter().collect();
         if largest.len() > self.repositories {
             let by_size = |a: &&berth_meta::RepoUsage, b: &&berth_meta::RepoUsage| {
                 b.unique_bytes
@@ -218,7 +217,7 @@ impl StorageGauges {
 
     /// Recomputes them from the registry's figures.
     pub async fn refresh(&self, registry: &berth_registry::Registry) -> berth_registry::Result<()> {
-        self.update(&registry.usage().await?);
+        self.update(&registry.usage_figures().await?);
         Ok(())
     }
 
@@ -241,26 +240,17 @@ impl StorageGauges {
 
 #[cfg(test)]
 mod tests {
-    use berth_registry::usage::{RepoFigures, UsageReport};
-
-    fn report(unique: &[(&str, u64)]) -> UsageReport {
-        UsageReport {
+    fn report(unique: &[(&str, u64)]) -> berth_meta::Usage {
+        berth_meta::Usage {
             physical_bytes: unique.iter().map(|r| r.1).sum(),
             logical_bytes: 0,
-            dedup_ratio: 1.0,
             blobs: 0,
-            repository_count: unique.len() as u64,
             repositories: unique
                 .iter()
-                .map(|&(name, unique_bytes)| RepoFigures {
-                    figures: berth_meta::RepoUsage {
-                        name: name.into(),
-                        unique_bytes,
-                        ..Default::default()
-                    },
-                    created_at: String::new(),
-                    last_push: None,
-                    last_pull: None,
+                .map(|&(name, unique_bytes)| berth_meta::RepoUsage {
+                    name: name.into(),
+                    unique_bytes,
+                    ..Default::default()
                 })
                 .collect(),
         }

@@ -108,9 +108,9 @@ impl Registry {
         from: Option<&RepoName>,
     ) -> Result<Mount> {
         if let Some(from) = from {
-            // Checked and linked under the digest's lock: a collection cannot take the blob
-            // between the two (see `gc`).
-            let _blob = self.digests.lock(digest).await;
+            // Checked and linked under a share of the digest's lock: a collection cannot take
+            // the blob between the two (see `gc`); other mounts of it go on beside.
+            let _blob = self.digests.share(digest).await;
             if let Some(size) = self.meta.linked_blob(from, digest).await? {
                 // The link is only as good as the bytes behind it.
                 if self.blobs.stat(digest).await?.is_some() {

@@ -532,9 +532,10 @@ mod tests {
                 runs
             })
         };
+        let mounts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut pushers = Vec::new();
         for p in 0..4u8 {
-            let reg = reg.clone();
+            let (reg, mounts) = (reg.clone(), mounts.clone());
             pushers.push(tokio::spawn(async move {
                 let repo: RepoName = format!("race/{p}").parse().unwrap();
                 // Layers from a small pool, and each pusher deletes its images but the last: layers keep turning from referenced to garbage and back, and get
@@ -549,7 +550,21 @@ mod tests {
                         let c = push_blob(&reg, &repo, b"{}".to_vec()).await?;
                         let mut ds = Vec::new();
                         for l in &layers {
-                            ds.push((push_blob(&reg, &repo, l.clone()).await?, l.len()));
+                            // Every other image mounts its layer from the next pusher's
+                            // repository when it is there (mounts share the digest's lock).
+                            let d = Digest::sha256(l);
+                            let from: RepoName = format!("race/{}", (p + 1) % 4).parse().unwrap();
+                            let mounted = i % 2 == 1
+                                && matches!(
+                                    reg.mount_blob(&repo, &d, Some(&from)).await?,
+                                    crate::blobs::Mount::Mounted { .. }
+                                );
+                            if mounted {
+                                mounts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            } else {
+                                push_blob(&reg, &repo, l.clone()).await?;
+                            }
+                            ds.push((d, l.len()));
                         }
                         let refs: Vec<(&Digest, usize)> = ds.iter().map(|(d, n)| (d, *n)).collect();
                         let tag: Reference = format!("t{i}").parse().unwrap();
@@ -576,6 +591,10 @@ mod tests {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(collector.await.unwrap() > 0);
+        assert!(
+            mounts.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "no layer was mounted"
+        );
         let mut whole = 0;
         for (repo, digests) in acked {
             for d in digests {

@@ -9,9 +9,9 @@
 //! ```
 //!
 //! All three live on one filesystem so that a commit is a rename. The order of a commit is
-//! the data-safety invariant: data fsynced (at the end of a durable append, and again by the
-//! commit, which finds nothing left to write unless the last append was `UntilCommit`) →
-//! rename into `blobs/` → fsync of the directory. A reader therefore sees no blob or a whole one, and a
+//! the data-safety invariant: data fsynced (at the end of a durable append, or by the commit
+//! when an `UntilCommit` append or a truncation left something unsynced) → rename into
+//! `blobs/` → fsync of the directory. A reader therefore sees no blob or a whole one, and a
 //! crash after the commit returns loses nothing.
 
 use crate::{BlobEntry, BlobStore, ByteStream, Durability, Result, StoreError};
@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, UploadId};
 use bytes::Bytes;
 use futures::StreamExt;
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -50,6 +51,14 @@ pub struct FsStore {
     root: PathBuf,
     buffers: Arc<BufferPool>,
     reads: Arc<tokio::sync::Semaphore>,
+    /// Sessions whose last append was `UntilCommit`: their commit must sync the data. Every
+    /// other session's bytes were synced by the append that wrote them (or by the rollback
+    /// of a failed one), so its commit skips the sync, which costs a device flush even with
+    /// nothing to write (ext4 without a journal issues one for every fsync). Held in memory
+    /// only: such an append and its commit are one request, and a session whose process
+    /// died between the two has its unsynced bytes beyond the recorded length, which the
+    /// commit cuts off and then syncs.
+    unsynced: Arc<Mutex<HashSet<UploadId>>>,
 }
 
 /// A write buffer whose start is aligned for direct I/O. It is carved out of a plain `Vec`
@@ -308,7 +317,14 @@ impl FsStore {
             root,
             buffers: Arc::default(),
             reads: Arc::new(tokio::sync::Semaphore::new(READ_BUFS)),
+            unsynced: Arc::default(),
         })
+    }
+
+    /// The set of sessions with unsynced appends. A poisoned lock still holds a usable set:
+    /// an entry too many only costs a sync.
+    fn unsynced_set(&self) -> std::sync::MutexGuard<'_, HashSet<UploadId>> {
+        self.unsynced.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn root(&self) -> &Path {
@@ -625,6 +641,10 @@ impl BlobStore for FsStore {
         durability: Durability,
     ) -> Result<u64> {
         let path = self.upload_path(id);
+        if durability == Durability::UntilCommit {
+            // Before the first byte: a failure part-way may leave bytes behind unsynced.
+            self.unsynced_set().insert(id.clone());
+        }
         let opened = blocking(move || {
             let plain = match OpenOptions::new().write(true).open(&path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => {
@@ -723,7 +743,8 @@ impl BlobStore for FsStore {
     async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64> {
         let from = self.upload_path(id);
         let to = self.blob_path(digest);
-        blocking(move || {
+        let unsynced = self.unsynced_set().contains(id);
+        let committed = blocking(move || {
             let f = OpenOptions::new().write(true).open(&from)?;
             let actual = f.metadata()?.len();
             if actual < len {
@@ -735,18 +756,24 @@ impl BlobStore for FsStore {
             if actual > len {
                 f.set_len(len)?;
             }
-            // The data before the name: appends made `UntilCommit` left it unsynced (for the
-            // others this finds nothing to write).
-            f.sync_data()?;
+            // The data (and a cut length) before the name.
+            if unsynced || actual > len {
+                f.sync_data()?;
+            }
             drop(f);
             install(&from, &to)?;
             Ok(Ok(len))
         })
         .await
-        .map_err(not_found)?
+        .map_err(not_found)?;
+        if committed.is_ok() {
+            self.unsynced_set().remove(id);
+        }
+        committed
     }
 
     async fn abort(&self, id: &UploadId) -> Result<()> {
+        self.unsynced_set().remove(id);
         match tokio::fs::remove_file(self.upload_path(id)).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
@@ -794,5 +821,58 @@ mod tests {
         crate::testsuite::run(&store).await;
         drop((lent, reads));
         assert!(store.buffers.try_take().is_some(), "lent buffers come back");
+    }
+
+    /// Only a session whose bytes an `UntilCommit` append wrote is marked for a sync at its
+    /// commit, and the mark goes with the commit or the abort.
+    #[tokio::test]
+    async fn only_appends_until_commit_leave_a_sync_to_the_commit() {
+        use crate::{BlobStore, Durability};
+        use berth_oci::{Digest, UploadId};
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::FsStore::open(dir.path()).unwrap();
+        let body =
+            |b: &'static [u8]| futures::stream::iter([Ok(bytes::Bytes::from_static(b))]).boxed();
+        let marked = |id: &UploadId| store.unsynced_set().contains(id);
+
+        let (a, b): (UploadId, UploadId) =
+            ("durable".parse().unwrap(), "deferred".parse().unwrap());
+        store
+            .append(&a, 0, body(b"abc"), Durability::Durable)
+            .await
+            .unwrap();
+        assert!(!marked(&a), "a durable append syncs its own bytes");
+        store
+            .append(&b, 0, body(b"abc"), Durability::Durable)
+            .await
+            .unwrap();
+        store
+            .append(&b, 3, body(b"def"), Durability::UntilCommit)
+            .await
+            .unwrap();
+        assert!(
+            marked(&b),
+            "an append until commit leaves its bytes to the commit"
+        );
+
+        store.commit(&a, &Digest::sha256(b"abc"), 3).await.unwrap();
+        store
+            .commit(&b, &Digest::sha256(b"abcdef"), 6)
+            .await
+            .unwrap();
+        assert!(!marked(&b), "the commit takes the mark away");
+        assert_eq!(
+            store.stat(&Digest::sha256(b"abcdef")).await.unwrap(),
+            Some(6)
+        );
+
+        let c: UploadId = "aborted".parse().unwrap();
+        store
+            .append(&c, 0, body(b"x"), Durability::UntilCommit)
+            .await
+            .unwrap();
+        store.abort(&c).await.unwrap();
+        assert!(!marked(&c), "so does an abort");
     }
 }

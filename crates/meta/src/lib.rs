@@ -287,6 +287,9 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Every blob record not marked deleting, with its size.
     async fn blob_records(&self) -> Result<Vec<(Digest, u64)>>;
 
+    /// Whether a record of the blob exists that no collection has marked deleting.
+    async fn blob_live(&self, digest: &Digest) -> Result<bool>;
+
     /// Open upload sessions that last received bytes before `before`.
     async fn stale_uploads(&self, before: i64) -> Result<Vec<UploadRecord>>;
 

@@ -136,6 +136,7 @@ pub const PRUNE_REPOS: &str = "DELETE FROM repositories WHERE created_at < $1 \
     AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.repo = repositories.name) \
     AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repo = repositories.name)";
 pub const BLOB_RECORD: &str = "SELECT size FROM blobs WHERE digest = $1";
+pub const BLOB_LIVE: &str = "SELECT 1 FROM blobs WHERE digest = $1 AND deleting_at IS NULL";
 pub const BLOB_RECORDS: &str = "SELECT digest, size FROM blobs WHERE deleting_at IS NULL";
 
 pub const STALE_UPLOADS: &str =

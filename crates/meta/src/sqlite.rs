@@ -828,6 +828,14 @@ impl MetaStore for SqliteMeta {
             .transpose()
     }
 
+    async fn blob_live(&self, digest: &Digest) -> Result<bool> {
+        Ok(sqlx::query(sql::BLOB_LIVE)
+            .bind(digest.to_string())
+            .fetch_optional(&self.reader)
+            .await?
+            .is_some())
+    }
+
     async fn blob_records(&self) -> Result<Vec<(Digest, u64)>> {
         self.digest_sizes(sqlx::query(sql::BLOB_RECORDS)).await
     }

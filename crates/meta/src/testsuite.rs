@@ -468,6 +468,14 @@ async fn collection(meta: &dyn MetaStore) {
     let g = meta.garbage_blobs(future).await.expect("garbage");
     assert!(is_garbage(&g, &loose) && !is_garbage(&g, &kept) && !is_garbage(&g, &m));
     assert!(g.contains(&(loose.clone(), 7)), "with its size");
+    assert!(
+        meta.blob_live(&loose).await.expect("live"),
+        "garbage, not yet marked: live"
+    );
+    assert!(!meta
+        .blob_live(&Digest::sha256(b"never stored"))
+        .await
+        .expect("live"));
 
     // mark_deleting re-checks, so a blob referenced meanwhile is not marked.
     meta.put_manifest(&image(
@@ -512,6 +520,10 @@ async fn collection(meta: &dyn MetaStore) {
         &loose
     ));
     assert_eq!(meta.blob_record(&loose).await.expect("record"), Some(7));
+    assert!(
+        !meta.blob_live(&loose).await.expect("live"),
+        "marked: not live"
+    );
     assert!(!meta
         .blob_records()
         .await
@@ -520,6 +532,10 @@ async fn collection(meta: &dyn MetaStore) {
         .any(|(d, _)| d == &loose));
     // Linking it again clears the mark; forgetting then spares it.
     meta.link_blob(&r, &loose, 7).await.expect("link");
+    assert!(
+        meta.blob_live(&loose).await.expect("live"),
+        "linked again: live"
+    );
     assert!(!meta
         .deleting_blobs()
         .await
@@ -542,6 +558,10 @@ async fn collection(meta: &dyn MetaStore) {
     assert_eq!(marked.len(), 1);
     assert_eq!(meta.forget_blobs(&marked).await.expect("forget"), 1);
     assert_eq!(meta.blob_record(&loose).await.expect("record"), None);
+    assert!(
+        !meta.blob_live(&loose).await.expect("live"),
+        "forgotten: not live"
+    );
 
     // prune_links: links of blobs nothing in their repository references, made before the
     // cutoff; links that a manifest of the repository uses stay.

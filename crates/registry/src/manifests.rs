@@ -91,10 +91,23 @@ impl Registry {
         };
         // Bytes first, durable, then the facts: a crash in between leaves only an orphan blob.
         // Both under the digest's lock, so that a collection never deletes the bytes between.
-        let blob = self.digests.lock(&digest).await;
-        self.blobs.put(&digest, body).await?;
+        // Bytes stored and recorded already (a new tag of a manifest, the same manifest in
+        // another repository) are not written again, and then the lock is only shared: such
+        // puts commit together instead of one after another. A collection takes the lock
+        // whole to mark a blob deleting, so a live record stays live until the commit.
+        let shared = self.digests.share(&digest).await;
+        let stored = self.meta.blob_live(&digest).await?
+            && self.blobs.stat(&digest).await? == Some(new.record.size);
+        let blob = if stored {
+            shared
+        } else {
+            drop(shared);
+            let whole = self.digests.lock(&digest).await;
+            self.blobs.put(&digest, body).await?;
+            whole
+        };
         let put = self.meta.put_manifest(&new).await;
-        if !matches!(put, Ok(Ok(()))) {
+        if !stored && !matches!(put, Ok(Ok(()))) {
             // Refused (or failed): bytes nothing records would stay on disk until a
             // reconciliation; take them back now, unless the same manifest is stored already.
             if let Ok(None) = self.meta.blob_record(&digest).await {
@@ -243,6 +256,29 @@ mod tests {
             Error::Spec { code, .. } => code,
             other => panic!("not a spec error: {other}"),
         }
+    }
+
+    /// A new tag of a stored manifest skips writing its bytes only when they are there: a
+    /// record without its file gets the file back.
+    #[tokio::test]
+    async fn a_new_tag_of_a_manifest_whose_bytes_are_gone_stores_them_again() {
+        let (reg, _dir) = registry().await;
+        let repo: RepoName = "app".parse().unwrap();
+        let config = push_blob(&reg, &repo, b"{}").await;
+        let layer = push_blob(&reg, &repo, b"layer-bytes").await;
+        let body = image(&config, &layer, 11);
+        let (a, b): (Reference, Reference) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let d = reg
+            .put_manifest(&repo, &a, None, body.clone())
+            .await
+            .unwrap()
+            .digest;
+        reg.blobs.delete(&d).await.unwrap();
+        reg.put_manifest(&repo, &b, None, body.clone())
+            .await
+            .unwrap();
+        assert_eq!(reg.blobs.stat(&d).await.unwrap(), Some(body.len() as u64));
+        assert_eq!(reg.get_manifest(&repo, &b, &[]).await.unwrap().body, body);
     }
 
     #[tokio::test]

@@ -95,9 +95,11 @@ impl Registry {
         // another repository) are not written again, and then the lock is only shared: such
         // puts commit together instead of one after another. A collection takes the lock
         // whole to mark a blob deleting, so a live record stays live until the commit.
+        // The file is looked at first: for a new manifest, the common case, that one stat is
+        // all this costs, without a trip to the database.
         let shared = self.digests.share(&digest).await;
-        let stored = self.meta.blob_live(&digest).await?
-            && self.blobs.stat(&digest).await? == Some(new.record.size);
+        let stored = self.blobs.stat(&digest).await? == Some(new.record.size)
+            && self.meta.blob_live(&digest).await?;
         let blob = if stored {
             shared
         } else {

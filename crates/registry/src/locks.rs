@@ -2,9 +2,10 @@
 //! (one writer at a time) and one per digest (a blob is never committed, linked and collected
 //! at once). A digest's lock is taken whole by the collector and by writers that install the
 //! digest's file (whoever finds the file there relies on its installer having synced the
-//! name), and shared by mounts, which only link what is there: mounts of one popular blob
-//! into many repositories do not wait out one another's metadata commits, which made them
-//! one commit at a time instead of one group commit.
+//! name), and shared by writers that only link what is there (mounts, and puts of a manifest
+//! whose bytes are stored already): mounts of one popular blob into many repositories, or
+//! many tags of one manifest, do not wait out one another's metadata commits, which made
+//! them one commit at a time instead of one group commit.
 //!
 //! These are locks of this process. Several nodes on one database would need the database's
 //! own (advisory locks); the metadata transaction that marks a blob deleting still refuses

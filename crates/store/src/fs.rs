@@ -51,13 +51,13 @@ pub struct FsStore {
     root: PathBuf,
     buffers: Arc<BufferPool>,
     reads: Arc<tokio::sync::Semaphore>,
-    /// Sessions whose last append was `UntilCommit`: their commit must sync the data. Every
-    /// other session's bytes were synced by the append that wrote them (or by the rollback
-    /// of a failed one), so its commit skips the sync, which costs a device flush even with
-    /// nothing to write (ext4 without a journal issues one for every fsync). Held in memory
-    /// only: such an append and its commit are one request, and a session whose process
-    /// died between the two has its unsynced bytes beyond the recorded length, which the
-    /// commit cuts off and then syncs.
+    /// Sessions that an `UntilCommit` append wrote to since their last commit or abort: their
+    /// commit must sync the data. Every other session's bytes were synced by the append that
+    /// wrote them (or by the rollback of a failed one), so its commit skips the sync, which
+    /// costs a device flush even with nothing to write (ext4 without a journal issues one for
+    /// every fsync). Held in memory only: such an append and its commit are one request, and
+    /// a session whose process died between the two has its unsynced bytes beyond the
+    /// recorded length, which the commit cuts off and then syncs.
     unsynced: Arc<Mutex<HashSet<UploadId>>>,
 }
 

@@ -241,12 +241,15 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Moves `session` from the offset it carries to `to` with a new hash state, only if the
     /// session still stands there and is open (compare-and-set); `false` when it does not.
     /// A session with no record stands at offset 0: its first advance records it with the
-    /// repository and creation time `session` carries.
+    /// repository and creation time `session` carries. Durable when it returns if `durable`;
+    /// otherwise a crash may lose it (the caller then keeps the progress durably elsewhere:
+    /// the blob store saved it with the bytes), and a later durable write makes it durable.
     async fn advance_upload(
         &self,
         session: &UploadRecord,
         to: u64,
         hash_state: Option<&str>,
+        durable: bool,
     ) -> Result<bool>;
 
     /// Ends a session, recorded or not, leaving a tombstone so that its id stays unknown

@@ -276,11 +276,11 @@ pub async fn run(meta: &dyn MetaStore) {
         updated_at: 1,
     };
     assert!(meta
-        .advance_upload(&u, 10, Some("state"))
+        .advance_upload(&u, 10, Some("state"), true)
         .await
         .expect("first advance records the session"));
     assert!(!meta
-        .advance_upload(&u, 20, Some("other"))
+        .advance_upload(&u, 20, Some("other"), false)
         .await
         .expect("stale advance refused"));
     let Some(UploadState::Open(got)) = meta.upload(&id).await.expect("upload") else {
@@ -296,9 +296,14 @@ pub async fn run(meta: &dyn MetaStore) {
         (&a, 10, Some("state"), 1)
     );
     assert!(meta
-        .advance_upload(&got, 25, None)
+        .advance_upload(&got, 25, None, false)
         .await
-        .expect("advance from where it stands"));
+        .expect("advance from where it stands, unsynced"));
+    // An unsynced advance is committed like any other: seen by the next read.
+    let Some(UploadState::Open(got)) = meta.upload(&id).await.expect("upload") else {
+        panic!("session still open");
+    };
+    assert_eq!(got.offset, 25);
     let at_25 = UploadRecord {
         offset: 25,
         ..got.clone()
@@ -310,11 +315,11 @@ pub async fn run(meta: &dyn MetaStore) {
         Some(UploadState::Ended)
     );
     assert!(!meta
-        .advance_upload(&at_25, 30, None)
+        .advance_upload(&at_25, 30, None, false)
         .await
         .expect("an ended session does not move"));
     assert!(!meta
-        .advance_upload(&u, 5, None)
+        .advance_upload(&u, 5, None, true)
         .await
         .expect("an ended session is not recorded again"));
 
@@ -593,7 +598,10 @@ async fn collection(meta: &dyn MetaStore) {
         created_at: 5,
         updated_at: 5,
     };
-    assert!(meta.advance_upload(&idle, 3, None).await.expect("advance"));
+    assert!(meta
+        .advance_upload(&idle, 3, None, true)
+        .await
+        .expect("advance"));
     let stale = meta.stale_uploads(future).await.expect("stale");
     assert!(stale.iter().any(|u| u.id == idle.id && u.offset == 3));
     assert!(!meta

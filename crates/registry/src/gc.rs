@@ -493,9 +493,10 @@ mod tests {
         async fn read_upload(
             &self,
             id: &berth_oci::UploadId,
-            len: u64,
+            from: u64,
+            to: u64,
         ) -> StoreResult<ByteStream<'static>> {
-            self.0.read_upload(id, len).await
+            self.0.read_upload(id, from, to).await
         }
         async fn commit(&self, id: &berth_oci::UploadId, d: &Digest, len: u64) -> StoreResult<u64> {
             self.0.commit(id, d, len).await

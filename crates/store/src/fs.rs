@@ -13,8 +13,20 @@
 //! when an `UntilCommit` append or a truncation left something unsynced) → rename into
 //! `blobs/` → fsync of the directory. A reader therefore sees no blob or a whole one, and a
 //! crash after the commit returns loses nothing.
+//!
+//! Progress: an upload file carries, in the extended attribute `user.berth.progress`, what
+//! its last [`BlobStore::append_saving`] saved: the length it started at, the length it
+//! reached and the caller's check of those bytes (version byte, two little-endian `u64`s,
+//! the check). It is set before the append's fsync, which makes it durable with the bytes:
+//! one device flush per PATCH, where a record in the database needs a second one. Kept under
+//! 57 bytes (a SHA-256 check), it lives inside ext4's 256-byte inode and costs no block of
+//! its own. An append that cuts into the bytes it counts removes it first, durably.
+//! A filesystem without user extended attributes keeps no progress
+//! ([`BlobStore::keeps_progress`] is then `false`).
 
-use crate::{BlobEntry, BlobStore, ByteStream, Durability, Result, StoreError};
+use crate::{
+    BlobEntry, BlobStore, ByteStream, CheckFn, Durability, Result, SavedProgress, StoreError,
+};
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, UploadId};
 use bytes::Bytes;
@@ -59,6 +71,8 @@ pub struct FsStore {
     /// a session whose process died between the two has its unsynced bytes beyond the
     /// recorded length, which the commit cuts off and then syncs.
     unsynced: Arc<Mutex<HashSet<UploadId>>>,
+    /// Whether the filesystem takes user extended attributes, where progress is saved.
+    progress_attr: bool,
 }
 
 /// A write buffer whose start is aligned for direct I/O. It is carved out of a plain `Vec`
@@ -313,11 +327,19 @@ impl FsStore {
         for dir in ["tmp", "uploads", "blobs/sha256", "blobs/sha512"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
+        let progress_attr = attrs_work(&root.join("uploads"));
+        if !progress_attr {
+            tracing::info!(
+                root = %root.display(),
+                "no user extended attributes here: upload progress is kept in the database"
+            );
+        }
         Ok(FsStore {
             root,
             buffers: Arc::default(),
             reads: Arc::new(tokio::sync::Semaphore::new(READ_BUFS)),
             unsynced: Arc::default(),
+            progress_attr,
         })
     }
 
@@ -373,6 +395,107 @@ fn readahead_hint(file: &File, start: u64, len: u64) {
     unsafe {
         libc::posix_fadvise(file.as_raw_fd(), start, len, libc::POSIX_FADV_WILLNEED);
     }
+}
+
+/// The extended attribute holding an upload's progress (see the module doc).
+const PROGRESS_ATTR: &std::ffi::CStr = c"user.berth.progress";
+/// Larger than any progress written (two lengths and a check of at most a SHA-512 digest).
+const PROGRESS_MAX: usize = 256;
+
+/// Whether `dir` takes a user extended attribute (set, then removed).
+fn attrs_work(dir: &Path) -> bool {
+    let probe: &std::ffi::CStr = c"user.berth.probe";
+    let Ok(d) = File::open(dir) else {
+        return false;
+    };
+    let worked = set_attr(&d, probe, b"1").is_ok();
+    // SAFETY: the name is a valid C string; the descriptor is open for the call.
+    unsafe { libc::fremovexattr(std::os::fd::AsRawFd::as_raw_fd(&d), probe.as_ptr()) };
+    worked
+}
+
+fn set_attr(file: &File, name: &std::ffi::CStr, value: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: name and value are valid for the lengths given; the descriptor is open.
+    let r = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// An upload file's saved progress, `None` when it has none.
+fn read_progress(file: &File) -> io::Result<Option<Vec<u8>>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; PROGRESS_MAX];
+    // SAFETY: the buffer is valid for its length; the descriptor is open for the call.
+    let n = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            PROGRESS_ATTR.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(buf))
+}
+
+/// Drops an upload file's saved progress (absent is fine).
+fn clear_progress(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the name is a valid C string; the descriptor is open for the call.
+    let r = unsafe { libc::fremovexattr(file.as_raw_fd(), PROGRESS_ATTR.as_ptr()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENODATA) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+const PROGRESS_VERSION: u8 = 1;
+
+fn encode_progress(p: &SavedProgress) -> Vec<u8> {
+    let mut v = Vec::with_capacity(17 + p.check.len());
+    v.push(PROGRESS_VERSION);
+    v.extend_from_slice(&p.from.to_le_bytes());
+    v.extend_from_slice(&p.len.to_le_bytes());
+    v.extend_from_slice(&p.check);
+    v
+}
+
+/// The saved progress; `None` when damaged or of another version (then the upload simply
+/// has none).
+fn decode_progress(v: &[u8]) -> Option<SavedProgress> {
+    let (&version, rest) = v.split_first()?;
+    if version != PROGRESS_VERSION || rest.len() < 16 {
+        return None;
+    }
+    let (from, rest) = rest.split_at(8);
+    let (len, check) = rest.split_at(8);
+    let p = SavedProgress {
+        from: u64::from_le_bytes(from.try_into().ok()?),
+        len: u64::from_le_bytes(len.try_into().ok()?),
+        check: check.to_vec(),
+    };
+    (p.from <= p.len).then_some(p)
 }
 
 /// fsync of a directory, so that a rename or create inside it survives a crash.
@@ -637,10 +760,120 @@ impl BlobStore for FsStore {
         &self,
         id: &UploadId,
         offset: u64,
-        mut body: ByteStream<'_>,
+        body: ByteStream<'_>,
         durability: Durability,
     ) -> Result<u64> {
+        self.write_upload(id, offset, body, durability, None).await
+    }
+
+    fn keeps_progress(&self) -> bool {
+        self.progress_attr
+    }
+
+    async fn append_saving(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        body: ByteStream<'_>,
+        check: CheckFn<'_>,
+    ) -> Result<u64> {
+        let check = self.progress_attr.then_some(check);
+        self.write_upload(id, offset, body, Durability::Durable, check)
+            .await
+    }
+
+    async fn progress(&self, id: &UploadId) -> Result<Option<SavedProgress>> {
+        if !self.progress_attr {
+            return Ok(None);
+        }
         let path = self.upload_path(id);
+        blocking(move || {
+            let f = File::open(&path)?;
+            Ok(read_progress(&f)?.as_deref().and_then(decode_progress))
+        })
+        .await
+        .map_err(not_found)
+    }
+
+    async fn upload_len(&self, id: &UploadId) -> Result<u64> {
+        Ok(tokio::fs::metadata(self.upload_path(id))
+            .await
+            .map_err(not_found)?
+            .len())
+    }
+
+    async fn read_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<ByteStream<'static>> {
+        if to <= from {
+            return Ok(futures::stream::empty().boxed());
+        }
+        open_range(
+            self.upload_path(id),
+            Some((from, to - 1)),
+            Arc::clone(&self.reads),
+        )
+        .await
+    }
+
+    async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64> {
+        let from = self.upload_path(id);
+        let to = self.blob_path(digest);
+        let unsynced = self.unsynced_set().contains(id);
+        let progress_attr = self.progress_attr;
+        let committed = blocking(move || {
+            let f = OpenOptions::new().write(true).open(&from)?;
+            let actual = f.metadata()?.len();
+            if actual < len {
+                return Ok(Err(StoreError::Offset {
+                    expected: len,
+                    actual,
+                }));
+            }
+            if actual > len {
+                f.set_len(len)?;
+            }
+            if progress_attr {
+                // A blob needs no progress; left in place it would hold a block of its own.
+                // Not synced: one left by a crash is only that block.
+                clear_progress(&f)?;
+            }
+            // The data (and a cut length) before the name.
+            if unsynced || actual > len {
+                f.sync_data()?;
+            }
+            drop(f);
+            install(&from, &to)?;
+            Ok(Ok(len))
+        })
+        .await
+        .map_err(not_found)?;
+        if committed.is_ok() {
+            self.unsynced_set().remove(id);
+        }
+        committed
+    }
+
+    async fn abort(&self, id: &UploadId) -> Result<()> {
+        self.unsynced_set().remove(id);
+        match tokio::fs::remove_file(self.upload_path(id)).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl FsStore {
+    /// An append; with `check` (a durable one on a filesystem that keeps progress), its
+    /// progress is saved with the bytes.
+    async fn write_upload(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        mut body: ByteStream<'_>,
+        durability: Durability,
+        check: Option<CheckFn<'_>>,
+    ) -> Result<u64> {
+        let path = self.upload_path(id);
+        let progress_attr = self.progress_attr;
         if durability == Durability::UntilCommit {
             // Before the first byte: a failure part-way may leave bytes behind unsynced.
             self.unsynced_set().insert(id.clone());
@@ -661,6 +894,13 @@ impl BlobStore for FsStore {
             }
             if actual > offset {
                 plain.set_len(offset)?;
+                if progress_attr {
+                    // Saved progress may count bytes about to be replaced: gone, durably,
+                    // before any of them is (rare: only after a failure or a crash). Progress
+                    // saved within the first `offset` bytes stays true, but is not told apart.
+                    clear_progress(&plain)?;
+                    plain.sync_all()?;
+                }
             }
             Ok(Ok(Writer {
                 path,
@@ -697,13 +937,36 @@ impl BlobStore for FsStore {
             failure.get_or_insert(StoreError::Io(e));
         }
         let w = w.ok_or_else(writer_lost)?;
+        let saved = match (&failure, check) {
+            (None, Some(check)) => Some(encode_progress(&SavedProgress {
+                from: offset,
+                len: pos,
+                check: check(),
+            })),
+            _ => None,
+        };
 
         // All or nothing: a failed append is cut back to where it started. The data fsync
-        // covers both descriptors: it flushes the inode, whatever path its bytes took.
+        // covers both descriptors: it flushes the inode, whatever path its bytes took; a full
+        // fsync when progress was saved, which is inode metadata.
         blocking(move || match failure {
             None if durability == Durability::UntilCommit => Ok(Ok(pos)),
             None => {
-                w.plain.sync_data()?;
+                let synced = match &saved {
+                    Some(v) => {
+                        set_attr(&w.plain, PROGRESS_ATTR, v).and_then(|()| w.plain.sync_all())
+                    }
+                    None => w.plain.sync_data(),
+                };
+                if let Err(e) = synced {
+                    // Nothing of this append may be counted on, its progress included.
+                    if saved.is_some() {
+                        let _ = clear_progress(&w.plain);
+                    }
+                    let _ = w.plain.set_len(offset);
+                    let _ = w.plain.sync_all();
+                    return Err(e);
+                }
                 if offset == 0 {
                     // The file's name, created just now.
                     if let Some(dir) = w.path.parent() {
@@ -719,65 +982,6 @@ impl BlobStore for FsStore {
             }
         })
         .await?
-    }
-
-    async fn upload_len(&self, id: &UploadId) -> Result<u64> {
-        Ok(tokio::fs::metadata(self.upload_path(id))
-            .await
-            .map_err(not_found)?
-            .len())
-    }
-
-    async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream<'static>> {
-        if len == 0 {
-            return Ok(futures::stream::empty().boxed());
-        }
-        open_range(
-            self.upload_path(id),
-            Some((0, len - 1)),
-            Arc::clone(&self.reads),
-        )
-        .await
-    }
-
-    async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64> {
-        let from = self.upload_path(id);
-        let to = self.blob_path(digest);
-        let unsynced = self.unsynced_set().contains(id);
-        let committed = blocking(move || {
-            let f = OpenOptions::new().write(true).open(&from)?;
-            let actual = f.metadata()?.len();
-            if actual < len {
-                return Ok(Err(StoreError::Offset {
-                    expected: len,
-                    actual,
-                }));
-            }
-            if actual > len {
-                f.set_len(len)?;
-            }
-            // The data (and a cut length) before the name.
-            if unsynced || actual > len {
-                f.sync_data()?;
-            }
-            drop(f);
-            install(&from, &to)?;
-            Ok(Ok(len))
-        })
-        .await
-        .map_err(not_found)?;
-        if committed.is_ok() {
-            self.unsynced_set().remove(id);
-        }
-        committed
-    }
-
-    async fn abort(&self, id: &UploadId) -> Result<()> {
-        self.unsynced_set().remove(id);
-        match tokio::fs::remove_file(self.upload_path(id)).await {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
-        }
     }
 }
 
@@ -802,7 +1006,56 @@ mod tests {
     async fn fs_store_keeps_the_contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::FsStore::open(dir.path()).unwrap();
+        // Else the progress half of the contract would be skipped: Linux filesystems take
+        // user extended attributes (tmpfs since 6.6).
+        assert!(
+            crate::BlobStore::keeps_progress(&store),
+            "no user extended attributes in {}",
+            dir.path().display()
+        );
         crate::testsuite::run(&store).await;
+    }
+
+    /// A committed blob carries no saved progress (it would cost a block of its own).
+    #[tokio::test]
+    async fn a_committed_blob_keeps_no_progress() {
+        use crate::BlobStore;
+        use berth_oci::{Digest, UploadId};
+        use futures::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::FsStore::open(dir.path()).unwrap();
+        let id: UploadId = "to-commit".parse().unwrap();
+        let data = futures::stream::iter([Ok(bytes::Bytes::from_static(b"abc"))]).boxed();
+        store
+            .append_saving(&id, 0, data, Box::new(|| b"c3".to_vec()))
+            .await
+            .unwrap();
+        let digest = Digest::sha256(b"abc");
+        store.commit(&id, &digest, 3).await.unwrap();
+        let blob = std::fs::File::open(store.blob_path(&digest)).unwrap();
+        assert_eq!(super::read_progress(&blob).unwrap(), None);
+    }
+
+    #[test]
+    fn saved_progress_reads_back_and_damage_reads_as_none() {
+        use super::{decode_progress, encode_progress};
+        use crate::SavedProgress;
+        let p = SavedProgress {
+            from: 5 << 20,
+            len: 10 << 20,
+            check: vec![0xab; 32],
+        };
+        let v = encode_progress(&p);
+        // Inside a 256-byte ext4 inode: no block of its own.
+        assert!(v.len() <= 56, "{} bytes", v.len());
+        assert_eq!(decode_progress(&v), Some(p));
+        let mut other_version = v.clone();
+        other_version[0] = 2;
+        let mut backwards = v.clone();
+        backwards[1..9].copy_from_slice(&(11u64 << 20).to_le_bytes());
+        for bad in [&[][..], &v[..16], &other_version, &backwards] {
+            assert_eq!(decode_progress(bad), None, "{bad:?}");
+        }
     }
 
     /// With every write buffer lent and every read permit taken (many concurrent clients),

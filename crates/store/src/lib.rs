@@ -44,6 +44,21 @@ pub struct BlobEntry {
     pub modified: SystemTime,
 }
 
+/// What a [`BlobStore::append_saving`] saved with its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedProgress {
+    /// The length the append started at: the bytes before it were durable before it began.
+    pub from: u64,
+    /// The length it reached.
+    pub len: u64,
+    /// The caller's check of the first `len` bytes. A crash during the append may have kept
+    /// what it saved and lost some of its bytes: the check tells.
+    pub check: Vec<u8>,
+}
+
+/// The check an [`BlobStore::append_saving`] saves, asked for once the body has ended.
+pub type CheckFn<'a> = Box<dyn FnOnce() -> Vec<u8> + Send + 'a>;
+
 /// What an append promises about its bytes if the machine crashes right after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -117,12 +132,42 @@ pub trait BlobStore: Send + Sync + 'static {
         durability: Durability,
     ) -> Result<u64>;
 
+    /// Whether [`BlobStore::append_saving`] saves progress with the bytes (then
+    /// [`BlobStore::progress`] reads it back); `false` (the default) when it is a plain durable
+    /// append and the caller must keep the progress durably itself.
+    fn keeps_progress(&self) -> bool {
+        false
+    }
+
+    /// A [`Durability::Durable`] append that also saves, with the same sync, where it started,
+    /// where it ended and `check()` (called once, after the body has ended; small: a few
+    /// dozen bytes). When it returns, the bytes and what was saved are durable. The default
+    /// is a durable append that saves nothing.
+    async fn append_saving(
+        &self,
+        id: &UploadId,
+        offset: u64,
+        body: ByteStream<'_>,
+        check: CheckFn<'_>,
+    ) -> Result<u64> {
+        drop(check);
+        self.append(id, offset, body, Durability::Durable).await
+    }
+
+    /// What the last [`BlobStore::append_saving`] of an upload saved, unless a later append
+    /// replaced bytes before its end; `None` when nothing is saved, and always for a backend
+    /// that keeps no progress. `NotFound` when the upload is absent.
+    async fn progress(&self, id: &UploadId) -> Result<Option<SavedProgress>> {
+        let _ = id;
+        Ok(None)
+    }
+
     /// Bytes an upload holds, or `NotFound`.
     async fn upload_len(&self, id: &UploadId) -> Result<u64>;
 
-    /// Streams the first `len` bytes an upload holds (to re-hash them when a saved hash state
-    /// is unusable).
-    async fn read_upload(&self, id: &UploadId, len: u64) -> Result<ByteStream<'static>>;
+    /// Streams the bytes `from..to` an upload holds (to re-hash them when a saved hash state
+    /// is unusable or to be checked).
+    async fn read_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<ByteStream<'static>>;
 
     /// Makes the first `len` bytes of the upload readable under `digest`, which the caller has
     /// verified over exactly those bytes; bytes past `len` (left by an append whose caller

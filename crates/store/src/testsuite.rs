@@ -2,7 +2,7 @@
 //! method docs. Backends call [`run`] from their own tests.
 
 use crate::Durability::{Durable, UntilCommit};
-use crate::{BlobStore, ByteStream, StoreError};
+use crate::{BlobStore, ByteStream, SavedProgress, StoreError};
 use berth_oci::{Digest, UploadId};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -31,8 +31,86 @@ async fn collect(s: ByteStream<'_>) -> Vec<u8> {
     out
 }
 
+fn saved(from: u64, len: u64, check: &[u8]) -> Option<SavedProgress> {
+    Some(SavedProgress {
+        from,
+        len,
+        check: check.to_vec(),
+    })
+}
+
+/// The progress promises of `append_saving` and `progress`.
+async fn saving(store: &dyn BlobStore) {
+    let id: UploadId = "contract-progress".parse().expect("id");
+    let check = |c: &'static [u8]| -> crate::CheckFn<'static> { Box::new(move || c.to_vec()) };
+    // A durable append in any case.
+    assert_eq!(
+        store
+            .append_saving(&id, 0, body(&[b"hello "]), check(b"c6"))
+            .await
+            .expect("append_saving"),
+        6
+    );
+    assert_eq!(store.upload_len(&id).await.expect("len"), 6);
+    if !store.keeps_progress() {
+        assert_eq!(store.progress(&id).await.expect("progress"), None);
+        store.abort(&id).await.expect("abort");
+        return;
+    }
+    // Saved with the bytes: where the append started and ended, and the check.
+    assert_eq!(
+        store.progress(&id).await.expect("progress"),
+        saved(0, 6, b"c6")
+    );
+    store
+        .append_saving(&id, 6, body(&[b"world"]), check(b"c11"))
+        .await
+        .expect("append_saving");
+    assert_eq!(
+        store.progress(&id).await.expect("progress"),
+        saved(6, 11, b"c11")
+    );
+    // A plain append after its end leaves it (still true of the bytes it counts).
+    store
+        .append(&id, 11, body(&[b"!"]), Durable)
+        .await
+        .expect("append");
+    assert_eq!(
+        store.progress(&id).await.expect("progress"),
+        saved(6, 11, b"c11")
+    );
+    // An append that replaces bytes before its end drops it.
+    store
+        .append(&id, 8, body(&[b"x"]), Durable)
+        .await
+        .expect("append");
+    assert_eq!(store.progress(&id).await.expect("progress"), None);
+    // A failed append saves nothing.
+    store
+        .append_saving(&id, 9, body(&[b"y"]), check(b"c10"))
+        .await
+        .expect("append_saving");
+    assert!(matches!(
+        store
+            .append_saving(&id, 10, failing(b"zz"), check(b"never"))
+            .await,
+        Err(StoreError::Body(_))
+    ));
+    assert_eq!(store.upload_len(&id).await.expect("len"), 10);
+    assert_eq!(
+        store.progress(&id).await.expect("progress"),
+        saved(9, 10, b"c10")
+    );
+    store.abort(&id).await.expect("abort");
+    assert!(matches!(
+        store.progress(&id).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 /// Runs every contract check against `store`, panicking on the first broken promise.
 pub async fn run(store: &dyn BlobStore) {
+    saving(store).await;
     let id: UploadId = "contract-upload-1".parse().expect("id");
     let data: &[u8] = b"hello, content-addressed world";
     let digest = Digest::sha256(data);
@@ -81,12 +159,16 @@ pub async fn run(store: &dyn BlobStore) {
         30
     );
     assert_eq!(
-        collect(store.read_upload(&id, 30).await.expect("read_upload")).await,
+        collect(store.read_upload(&id, 0, 30).await.expect("read_upload")).await,
         data
     );
     assert_eq!(
-        collect(store.read_upload(&id, 5).await.expect("read_upload")).await,
+        collect(store.read_upload(&id, 0, 5).await.expect("read_upload")).await,
         b"hello"
+    );
+    assert_eq!(
+        collect(store.read_upload(&id, 7, 12).await.expect("read_upload")).await,
+        b"conte"
     );
 
     // commit: readable under the digest, scratch space removed.
@@ -220,7 +302,7 @@ pub async fn run(store: &dyn BlobStore) {
     assert_eq!(
         collect(
             store
-                .read_upload(&id3, big.len() as u64)
+                .read_upload(&id3, 0, big.len() as u64)
                 .await
                 .expect("read")
         )

@@ -182,7 +182,13 @@ impl Registry {
             .and_then(DigestHasher::restore)
             .map_or(Algorithm::Sha256, |h| h.algorithm());
         let mut h = self.hasher_for(&rec, alg).await?;
-        self.hash_upload(&rec.id, &mut h, saved.from).await?;
+        let read = self.hash_upload(&rec.id, &mut h, saved.from).await;
+        if read.is_err() || h.len() != saved.from {
+            // Saved progress past the file's end (a crash between a truncation and its
+            // sync): the record stands, and the next append cuts the rest off.
+            tracing::warn!(upload = %rec.id, error = ?read.err(), "upload shorter than its progress");
+            return Ok(rec);
+        }
         let synced = h.clone();
         let checked = match self.hash_upload(&rec.id, &mut h, saved.len).await {
             Ok(()) => h.len() == saved.len && h.digest_so_far() == saved.check,
@@ -979,6 +985,25 @@ mod saved_progress {
         assert_eq!(status.offset, 11);
         assert_eq!(s.recorded(&id).await, 11);
         assert_eq!(s.patch(&id, 11, b"!").await, 12);
+        s.finish(&id, b"hello world!").await;
+    }
+
+    /// A crash between a truncation and its sync may leave saved progress past the file's
+    /// end: the record stands, and the session goes on from it.
+    #[tokio::test]
+    async fn progress_past_the_end_of_its_file_leaves_the_record() {
+        let mut s = setup().await;
+        let id = s.reg.start_upload(&s.repo).await.unwrap().id;
+        s.patch(&id, 0, b"hello").await;
+        s.patch(&id, 5, b" world").await;
+        s.patch(&id, 11, b"!").await;
+        s.lose_advances(&id, b"hello").await;
+        s.upload_file(&id).set_len(8).unwrap();
+        s.restart().await;
+
+        let status = s.reg.upload_status(&s.repo, &id).await.unwrap();
+        assert_eq!(status.offset, 5);
+        assert_eq!(s.patch(&id, 5, b" world!").await, 12);
         s.finish(&id, b"hello world!").await;
     }
 

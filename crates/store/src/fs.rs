@@ -832,8 +832,8 @@ impl BlobStore for FsStore {
                 f.set_len(len)?;
             }
             if progress_attr {
-                // A blob needs no progress; left in place it would hold a block of its own.
-                // Not synced: one left by a crash is only that block.
+                // A blob needs no progress. Not synced: one left by a crash costs nothing but
+                // its bytes in the inode.
                 clear_progress(&f)?;
             }
             // The data (and a cut length) before the name.

@@ -140,9 +140,11 @@ impl Registry {
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
         let mut rec = self.session(repo, id).await?;
         if self.may_lag(&rec) {
-            // Under the session's lock, like every request that moves it; one that holds
-            // the lock is answered as recorded.
+            // Under the session's lock, like every request that moves it, and from the
+            // record as it stands under the lock; one that holds the lock is answered as
+            // recorded.
             if let Ok(_guard) = self.lock_session(id) {
+                rec = self.session(repo, id).await?;
                 rec = self.caught_up(rec).await?;
             }
         }
@@ -183,39 +185,45 @@ impl Registry {
             .map_or(Algorithm::Sha256, |h| h.algorithm());
         let mut h = self.hasher_for(&rec, alg).await?;
         let read = self.hash_upload(&rec.id, &mut h, saved.from).await;
-        if read.is_err() || h.len() != saved.from {
+        let h = if read.is_err() || h.len() != saved.from {
             // Saved progress past the file's end (a crash between a truncation and its
             // sync): the record stands, and the next append cuts the rest off.
             tracing::warn!(upload = %rec.id, error = ?read.err(), "upload shorter than its progress");
-            return Ok(rec);
-        }
-        let synced = h.clone();
-        let checked = match self.hash_upload(&rec.id, &mut h, saved.len).await {
-            Ok(()) => h.len() == saved.len && h.digest_so_far() == saved.check,
-            Err(e) => {
-                tracing::warn!(upload = %rec.id, error = %e, "re-reading an upload's last chunk");
-                false
-            }
+            None
+        } else {
+            let synced = h.clone();
+            let checked = match self.hash_upload(&rec.id, &mut h, saved.len).await {
+                Ok(()) => h.len() == saved.len && h.digest_so_far() == saved.check,
+                Err(e) => {
+                    tracing::warn!(upload = %rec.id, error = %e, "re-reading an upload's last chunk");
+                    false
+                }
+            };
+            Some(if checked { h } else { synced })
         };
-        let h = if checked { h } else { synced };
-        if h.len() == rec.offset {
-            return Ok(rec);
+        let (offset, state) = match h {
+            Some(h) => (h.len(), Some(h.save())),
+            None => (rec.offset, rec.hash_state.clone()),
+        };
+        if offset != rec.offset {
+            tracing::info!(
+                upload = %rec.id, recorded = rec.offset, saved = saved.len, now = offset,
+                "an upload record behind its bytes caught up"
+            );
         }
-        tracing::info!(
-            upload = %rec.id, recorded = rec.offset, saved = saved.len, now = h.len(),
-            "an upload record behind its bytes caught up"
-        );
-        let state = h.save();
+        // Synced, unlike a PATCH's advance: the saved progress may be cut by the next
+        // append, and this record is then the only word of where the session stands. Also
+        // when it stays where it was: written by this process, it is not looked at again.
         if !self
             .meta
-            .advance_upload(&rec, h.len(), Some(&state), false)
+            .advance_upload(&rec, offset, state.as_deref(), true)
             .await?
         {
             return Err(lock_busy());
         }
         Ok(UploadRecord {
-            offset: h.len(),
-            hash_state: Some(state),
+            offset,
+            hash_state: state,
             ..rec
         })
     }
@@ -1004,6 +1012,50 @@ mod saved_progress {
         let status = s.reg.upload_status(&s.repo, &id).await.unwrap();
         assert_eq!(status.offset, 5);
         assert_eq!(s.patch(&id, 5, b" world!").await, 12);
+        s.finish(&id, b"hello world!").await;
+    }
+
+    /// An append that cuts into the bytes of a session (here after a finish with a wrong
+    /// digest left its last chunk behind) and then fails must not take the saved progress
+    /// of the PATCHes before it with it: their records may be lost in a crash.
+    #[tokio::test]
+    async fn a_cutting_append_keeps_the_progress_of_acknowledged_patches() {
+        let mut s = setup().await;
+        let id = s.reg.start_upload(&s.repo).await.unwrap().id;
+        s.patch(&id, 0, b"hello").await;
+        s.patch(&id, 5, b" world").await;
+        let wrong = Digest::sha256(b"something else");
+        assert!(s
+            .reg
+            .finish_upload(
+                &s.repo,
+                &id,
+                &wrong,
+                ChunkInfo::default(),
+                Some(body(b"XYZ"))
+            )
+            .await
+            .is_err());
+        let cut_short = futures::stream::iter([
+            Ok(Bytes::from_static(b"!")),
+            Err(std::io::Error::other("client went away")),
+        ])
+        .boxed();
+        let chunk = ChunkInfo {
+            range: Some(ChunkRange { start: 11, end: 12 }),
+            length: Some(2),
+        };
+        assert!(s
+            .reg
+            .patch_upload(&s.repo, &id, chunk, cut_short)
+            .await
+            .is_err());
+        s.lose_advances(&id, b"hello").await;
+        s.restart().await;
+
+        let status = s.reg.upload_status(&s.repo, &id).await.unwrap();
+        assert_eq!(status.offset, 11);
+        assert_eq!(s.patch(&id, 11, b"!").await, 12);
         s.finish(&id, b"hello world!").await;
     }
 

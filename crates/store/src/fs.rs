@@ -20,7 +20,8 @@
 //! the check). It is set before the append's fsync, which makes it durable with the bytes:
 //! one device flush per PATCH, where a record in the database needs a second one. Kept under
 //! 57 bytes (a SHA-256 check), it lives inside ext4's 256-byte inode and costs no block of
-//! its own. An append that cuts into the bytes it counts removes it first, durably.
+//! its own. An append that cuts into the bytes it counts first cuts it back, durably, to
+//! what stays true (see `cut_progress`); a failed append puts back the one it replaced.
 //! A filesystem without user extended attributes keeps no progress
 //! ([`BlobStore::keeps_progress`] is then `false`).
 
@@ -454,6 +455,28 @@ fn read_progress(file: &File) -> io::Result<Option<Vec<u8>>> {
     }
     buf.truncate(n as usize);
     Ok(Some(buf))
+}
+
+/// Before an append at `offset` replaces the bytes past it: saved progress that counts any
+/// of them is cut back to what stays true, durably, before any byte is replaced (rare: only
+/// after a failure or a crash). It may be the only durable word of an acknowledged PATCH
+/// (whose record was committed unsynced), so it is never simply dropped: what it vouches for
+/// shrinks to `from` (at most `offset`), with no check, which a recovery takes as is.
+fn cut_progress(file: &File, offset: u64) -> io::Result<()> {
+    let Some(p) = read_progress(file)?.as_deref().and_then(decode_progress) else {
+        return Ok(());
+    };
+    if p.len <= offset {
+        return Ok(());
+    }
+    let from = p.from.min(offset);
+    let cut = SavedProgress {
+        from,
+        len: from,
+        check: Vec::new(),
+    };
+    set_attr(file, PROGRESS_ATTR, &encode_progress(&cut))?;
+    file.sync_all()
 }
 
 /// Drops an upload file's saved progress (absent is fine).
@@ -895,11 +918,7 @@ impl FsStore {
             if actual > offset {
                 plain.set_len(offset)?;
                 if progress_attr {
-                    // Saved progress may count bytes about to be replaced: gone, durably,
-                    // before any of them is (rare: only after a failure or a crash). Progress
-                    // saved within the first `offset` bytes stays true, but is not told apart.
-                    clear_progress(&plain)?;
-                    plain.sync_all()?;
+                    cut_progress(&plain, offset)?;
                 }
             }
             Ok(Ok(Writer {
@@ -952,6 +971,13 @@ impl FsStore {
         blocking(move || match failure {
             None if durability == Durability::UntilCommit => Ok(Ok(pos)),
             None => {
+                // The progress this one replaces: true and durable (its append synced), and
+                // perhaps the only durable word of an acknowledged PATCH whose record was
+                // committed unsynced, so it is put back if this append fails.
+                let old = match &saved {
+                    Some(_) => read_progress(&w.plain)?,
+                    None => None,
+                };
                 let synced = match &saved {
                     Some(v) => {
                         set_attr(&w.plain, PROGRESS_ATTR, v).and_then(|()| w.plain.sync_all())
@@ -961,7 +987,10 @@ impl FsStore {
                 if let Err(e) = synced {
                     // Nothing of this append may be counted on, its progress included.
                     if saved.is_some() {
-                        let _ = clear_progress(&w.plain);
+                        let _ = match &old {
+                            Some(v) => set_attr(&w.plain, PROGRESS_ATTR, v),
+                            None => clear_progress(&w.plain),
+                        };
                     }
                     let _ = w.plain.set_len(offset);
                     let _ = w.plain.sync_all();

@@ -154,9 +154,11 @@ pub trait BlobStore: Send + Sync + 'static {
         self.append(id, offset, body, Durability::Durable).await
     }
 
-    /// What the last [`BlobStore::append_saving`] of an upload saved, unless a later append
-    /// replaced bytes before its end; `None` when nothing is saved, and always for a backend
-    /// that keeps no progress. `NotFound` when the upload is absent.
+    /// What the last [`BlobStore::append_saving`] of an upload saved. A later append that
+    /// replaced bytes it counts cut it back first: `from` at most that append's offset, `len`
+    /// equal to `from`, and an empty check. A failed `append_saving` leaves what was saved
+    /// before it. `None` when nothing is saved, and always for a backend that keeps no
+    /// progress. `NotFound` when the upload is absent.
     async fn progress(&self, id: &UploadId) -> Result<Option<SavedProgress>> {
         let _ = id;
         Ok(None)

@@ -79,12 +79,24 @@ async fn saving(store: &dyn BlobStore) {
         store.progress(&id).await.expect("progress"),
         saved(6, 11, b"c11")
     );
-    // An append that replaces bytes before its end drops it.
+    // An append that replaces bytes it counts cuts it back to where it started (at most
+    // the append's offset), with no check: only that much stays vouched for.
     store
         .append(&id, 8, body(&[b"x"]), Durable)
         .await
         .expect("append");
-    assert_eq!(store.progress(&id).await.expect("progress"), None);
+    assert_eq!(
+        store.progress(&id).await.expect("progress"),
+        saved(6, 6, b"")
+    );
+    store
+        .append(&id, 4, body(&[b"o world"]), Durable)
+        .await
+        .expect("append");
+    assert_eq!(
+        store.progress(&id).await.expect("progress"),
+        saved(4, 4, b"")
+    );
     // A failed append saves nothing.
     store
         .append_saving(&id, 9, body(&[b"y"]), check(b"c10"))

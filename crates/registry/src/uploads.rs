@@ -178,12 +178,8 @@ impl Registry {
             Ok(_) | Err(berth_store::StoreError::NotFound) => return Ok(rec),
             Err(e) => return Err(e.into()),
         };
-        let alg = rec
-            .hash_state
-            .as_deref()
-            .and_then(DigestHasher::restore)
-            .map_or(Algorithm::Sha256, |h| h.algorithm());
-        let mut h = self.hasher_for(&rec, alg).await?;
+        // Saved progress comes from PATCHes, which hash with SHA-256 (see `patch_upload`).
+        let mut h = self.hasher_for(&rec, Algorithm::Sha256).await?;
         let read = self.hash_upload(&rec.id, &mut h, saved.from).await;
         let h = if read.is_err() || h.len() != saved.from {
             // Saved progress past the file's end (a crash between a truncation and its
@@ -485,14 +481,7 @@ impl Registry {
             }
         }
         let mut h = DigestHasher::new(alg);
-        let mut stream = self
-            .blobs
-            .read_upload(&rec.id, 0, rec.offset)
-            .await
-            .map_err(session_gone)?;
-        while let Some(chunk) = stream.next().await {
-            h.update(&chunk.map_err(|e| Error::Internal(format!("re-reading upload: {e}")))?);
-        }
+        self.hash_upload(&rec.id, &mut h, rec.offset).await?;
         if h.len() != rec.offset {
             return Err(Error::Internal(format!(
                 "upload {} holds {} bytes, record says {}",
@@ -888,18 +877,28 @@ mod saved_progress {
 
     impl Setup {
         async fn patch(&self, id: &UploadId, at: u64, b: &'static [u8]) -> u64 {
-            let chunk = ChunkInfo {
-                range: Some(ChunkRange {
-                    start: at,
-                    end: at + b.len() as u64 - 1,
-                }),
-                length: Some(b.len() as u64),
-            };
-            self.reg
-                .patch_upload(&self.repo, id, chunk, body(b))
+            self.patch_with(id, at, b.len() as u64, body(b))
                 .await
                 .unwrap()
                 .offset
+        }
+
+        /// A PATCH of `len` bytes at `at` with `Content-Range`, whatever its body does.
+        async fn patch_with(
+            &self,
+            id: &UploadId,
+            at: u64,
+            len: u64,
+            body: berth_store::ByteStream<'static>,
+        ) -> crate::Result<berth_meta::UploadRecord> {
+            let chunk = ChunkInfo {
+                range: Some(ChunkRange {
+                    start: at,
+                    end: at + len - 1,
+                }),
+                length: Some(len),
+            };
+            self.reg.patch_upload(&self.repo, id, chunk, body).await
         }
 
         async fn recorded(&self, id: &UploadId) -> u64 {
@@ -1041,15 +1040,7 @@ mod saved_progress {
             Err(std::io::Error::other("client went away")),
         ])
         .boxed();
-        let chunk = ChunkInfo {
-            range: Some(ChunkRange { start: 11, end: 12 }),
-            length: Some(2),
-        };
-        assert!(s
-            .reg
-            .patch_upload(&s.repo, &id, chunk, cut_short)
-            .await
-            .is_err());
+        assert!(s.patch_with(&id, 11, 2, cut_short).await.is_err());
         s.lose_advances(&id, b"hello").await;
         s.restart().await;
 

@@ -479,6 +479,21 @@ fn cut_progress(file: &File, offset: u64) -> io::Result<()> {
     file.sync_all()
 }
 
+/// Saves `progress` and syncs the file with it. If that fails, the progress it replaced is
+/// put back: true and durable (its append synced), and perhaps the only durable word of an
+/// acknowledged PATCH whose record was committed unsynced.
+fn save_progress(file: &File, progress: &[u8]) -> io::Result<()> {
+    let old = read_progress(file)?;
+    let saved = set_attr(file, PROGRESS_ATTR, progress).and_then(|()| file.sync_all());
+    if saved.is_err() {
+        let _ = match &old {
+            Some(v) => set_attr(file, PROGRESS_ATTR, v),
+            None => clear_progress(file),
+        };
+    }
+    saved
+}
+
 /// Drops an upload file's saved progress (absent is fine).
 fn clear_progress(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -971,27 +986,12 @@ impl FsStore {
         blocking(move || match failure {
             None if durability == Durability::UntilCommit => Ok(Ok(pos)),
             None => {
-                // The progress this one replaces: true and durable (its append synced), and
-                // perhaps the only durable word of an acknowledged PATCH whose record was
-                // committed unsynced, so it is put back if this append fails.
-                let old = match &saved {
-                    Some(_) => read_progress(&w.plain)?,
-                    None => None,
-                };
                 let synced = match &saved {
-                    Some(v) => {
-                        set_attr(&w.plain, PROGRESS_ATTR, v).and_then(|()| w.plain.sync_all())
-                    }
+                    Some(v) => save_progress(&w.plain, v),
                     None => w.plain.sync_data(),
                 };
                 if let Err(e) = synced {
-                    // Nothing of this append may be counted on, its progress included.
-                    if saved.is_some() {
-                        let _ = match &old {
-                            Some(v) => set_attr(&w.plain, PROGRESS_ATTR, v),
-                            None => clear_progress(&w.plain),
-                        };
-                    }
+                    // Nothing of this append may be counted on.
                     let _ = w.plain.set_len(offset);
                     let _ = w.plain.sync_all();
                     return Err(e);

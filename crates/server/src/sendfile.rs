@@ -65,9 +65,9 @@ struct Pending {
 /// the kernel queues up to the whole send buffer (megabytes) of file pages per connection,
 /// and those go out later, whenever acknowledgements open the window. With this one,
 /// sendfile hands over little more than the window takes at once: 64 clients pulling
-/// 16 MiB blobs over loopback moved from 3.0 to 6.0 GB/s, and with the client hashing
-/// what it reads from 1.43 to 1.65 GB/s (BENCHMARKS.md, item 24). It bounds the queue,
-/// not what is in flight, so long fat links keep their throughput.
+/// 16 MiB blobs over loopback moved from about 3 to 6 GB/s, and with the client hashing
+/// what it reads from about 1.4 to 1.65 GB/s (BENCHMARKS.md, item 25). It bounds the
+/// queue, not what is in flight, so long fat links keep their throughput.
 const NOTSENT_LOWAT: u32 = 16 << 10;
 
 /// Accepts TCP connections as [`Conn`]s, with `TCP_NODELAY` like `axum::serve`'s default,

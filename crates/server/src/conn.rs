@@ -207,6 +207,8 @@ pub async fn serve<L>(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(64);
+    let mut crowded = builder.clone();
+    crowded.http1().max_buf_size(CROWDED_READ_BUF);
     let mut refusal = Builder::new(TokioExecutor::new());
     refusal
         .http1()
@@ -249,7 +251,13 @@ pub async fn serve<L>(
                 r
             }
         });
-        let conn = builder
+        let open_now = max_connections.saturating_sub(open.available_permits());
+        let http = if is_crowded(open_now) {
+            &crowded
+        } else {
+            &builder
+        };
+        let conn = http
             .serve_connection(io, TowerToHyperService::new(svc))
             .into_owned();
         let stop = stop.clone();
@@ -294,6 +302,21 @@ pub async fn serve<L>(
             tracing::warn!("in-flight requests did not finish within {}s; exiting", grace.as_secs());
         }
     }
+}
+
+/// Open connections (the new one counted) up to which a new connection's read buffer may
+/// grow to hyper's default, about 400 KiB: a body fills it, so fewer reads per byte. A
+/// connection opened beyond keeps its buffer to [`CROWDED_READ_BUF`], so that memory does
+/// not grow by 400 KiB per busy client: 256 clients pushing at once took the server to
+/// 150 MiB, 88–90 MiB with this (BENCHMARKS.md, item 26). Capping every connection
+/// instead took it to 64 MiB but cost a handful of clients their push rate.
+const UNCROWDED: usize = 64;
+const CROWDED_READ_BUF: usize = 64 << 10;
+
+/// Whether a connection accepted while `open` connections are open (itself counted) gets the
+/// smaller read buffer.
+fn is_crowded(open: usize) -> bool {
+    open > UNCROWDED
 }
 
 /// Refusals answered at once; beyond this many, a connection over the cap is just closed.
@@ -387,5 +410,18 @@ where
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first connections keep hyper's growing buffer; the ones past them get the cap.
+    #[test]
+    fn only_connections_past_the_uncrowded_count_get_the_small_buffer() {
+        assert!(!is_crowded(1));
+        assert!(!is_crowded(UNCROWDED));
+        assert!(is_crowded(UNCROWDED + 1));
     }
 }

@@ -246,26 +246,24 @@ async fn run_one(
         // seconds rather than a fraction of one, and start-up and tail weigh little.
         let cpu = srv.cpu_seconds();
         let mut pulled = 0u64;
-        let rounds = |p: usize| if p > 1 { sizes.pull_rounds } else { 1 };
+        // The bytes a pull of the set at parallelism `p` moves, and how long it took.
         let pull_all = |p: usize, verify: bool| {
-            let set: Vec<_> = (0..rounds(p))
-                .flat_map(|_| data.big.iter().cloned())
-                .collect();
+            let rounds = if p > 1 { sizes.pull_rounds } else { 1 };
+            let set: Vec<_> = (0..rounds).flat_map(|_| data.big.iter().cloned()).collect();
             let ctx = ctx.clone();
-            parallel(set, p, move |b| {
+            let pulled = parallel(set, p, move |b| {
                 let ctx = ctx.clone();
                 async move { ctx.pull("bench/mono", &b, verify).await.map(|_| ()) }
-            })
+            });
+            async move { Ok::<_, anyhow::Error>((big_bytes * rounds as u64, pulled.await?)) }
         };
         for &p in &sizes.pulls {
-            let d = pull_all(p, true).await.context("pull")?;
-            let bytes = big_bytes * rounds(p) as u64;
+            let (bytes, d) = pull_all(p, true).await.context("pull")?;
             pulled += bytes;
             f.insert(leak(format!("pull_verified_{p}_MBps")), mbps(bytes, d));
         }
         let top = *sizes.pulls.last().unwrap_or(&1);
-        let d = pull_all(top, false).await.context("pull")?;
-        let bytes = big_bytes * rounds(top) as u64;
+        let (bytes, d) = pull_all(top, false).await.context("pull")?;
         pulled += bytes;
         f.insert(leak(format!("pull_length_{top}_MBps")), mbps(bytes, d));
         f.insert("pull_cpu_s_per_GB", (srv.cpu_seconds() - cpu) / gb(pulled));

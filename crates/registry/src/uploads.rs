@@ -901,6 +901,11 @@ mod saved_progress {
             self.reg.patch_upload(&self.repo, id, chunk, body).await
         }
 
+        /// Where the session stands, as a status request (`GET` on the upload) answers.
+        async fn status(&self, id: &UploadId) -> u64 {
+            self.reg.upload_status(&self.repo, id).await.unwrap().offset
+        }
+
         async fn recorded(&self, id: &UploadId) -> u64 {
             match self.meta.upload(id).await.unwrap() {
                 Some(UploadState::Open(rec)) => rec.offset,
@@ -967,8 +972,7 @@ mod saved_progress {
         assert_eq!(s.recorded(&id).await, 6);
         s.restart().await;
 
-        let status = s.reg.upload_status(&s.repo, &id).await.unwrap();
-        assert_eq!(status.offset, 11);
+        assert_eq!(s.status(&id).await, 11);
         assert_eq!(s.recorded(&id).await, 11, "the record itself caught up");
         s.finish(&id, b"hello world").await;
     }
@@ -988,8 +992,7 @@ mod saved_progress {
         s.upload_file(&id).write_all_at(b"?", 11).unwrap();
         s.restart().await;
 
-        let status = s.reg.upload_status(&s.repo, &id).await.unwrap();
-        assert_eq!(status.offset, 11);
+        assert_eq!(s.status(&id).await, 11);
         assert_eq!(s.recorded(&id).await, 11);
         assert_eq!(s.patch(&id, 11, b"!").await, 12);
         s.finish(&id, b"hello world!").await;
@@ -1008,8 +1011,7 @@ mod saved_progress {
         s.upload_file(&id).set_len(8).unwrap();
         s.restart().await;
 
-        let status = s.reg.upload_status(&s.repo, &id).await.unwrap();
-        assert_eq!(status.offset, 5);
+        assert_eq!(s.status(&id).await, 5);
         assert_eq!(s.patch(&id, 5, b" world!").await, 12);
         s.finish(&id, b"hello world!").await;
     }
@@ -1044,8 +1046,7 @@ mod saved_progress {
         s.lose_advances(&id, b"hello").await;
         s.restart().await;
 
-        let status = s.reg.upload_status(&s.repo, &id).await.unwrap();
-        assert_eq!(status.offset, 11);
+        assert_eq!(s.status(&id).await, 11);
         assert_eq!(s.patch(&id, 11, b"!").await, 12);
         s.finish(&id, b"hello world!").await;
     }

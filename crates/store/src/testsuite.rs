@@ -39,6 +39,11 @@ fn saved(from: u64, len: u64, check: &[u8]) -> Option<SavedProgress> {
     })
 }
 
+/// An upload's saved progress, which must be readable.
+async fn progress_of(store: &dyn BlobStore, id: &UploadId) -> Option<SavedProgress> {
+    store.progress(id).await.expect("progress")
+}
+
 /// The progress promises of `append_saving` and `progress`.
 async fn saving(store: &dyn BlobStore) {
     let id: UploadId = "contract-progress".parse().expect("id");
@@ -53,50 +58,35 @@ async fn saving(store: &dyn BlobStore) {
     );
     assert_eq!(store.upload_len(&id).await.expect("len"), 6);
     if !store.keeps_progress() {
-        assert_eq!(store.progress(&id).await.expect("progress"), None);
+        assert_eq!(progress_of(store, &id).await, None);
         store.abort(&id).await.expect("abort");
         return;
     }
     // Saved with the bytes: where the append started and ended, and the check.
-    assert_eq!(
-        store.progress(&id).await.expect("progress"),
-        saved(0, 6, b"c6")
-    );
+    assert_eq!(progress_of(store, &id).await, saved(0, 6, b"c6"));
     store
         .append_saving(&id, 6, body(&[b"world"]), check(b"c11"))
         .await
         .expect("append_saving");
-    assert_eq!(
-        store.progress(&id).await.expect("progress"),
-        saved(6, 11, b"c11")
-    );
+    assert_eq!(progress_of(store, &id).await, saved(6, 11, b"c11"));
     // A plain append after its end leaves it (still true of the bytes it counts).
     store
         .append(&id, 11, body(&[b"!"]), Durable)
         .await
         .expect("append");
-    assert_eq!(
-        store.progress(&id).await.expect("progress"),
-        saved(6, 11, b"c11")
-    );
+    assert_eq!(progress_of(store, &id).await, saved(6, 11, b"c11"));
     // An append that replaces bytes it counts cuts it back to where it started (at most
     // the append's offset), with no check: only that much stays vouched for.
     store
         .append(&id, 8, body(&[b"x"]), Durable)
         .await
         .expect("append");
-    assert_eq!(
-        store.progress(&id).await.expect("progress"),
-        saved(6, 6, b"")
-    );
+    assert_eq!(progress_of(store, &id).await, saved(6, 6, b""));
     store
         .append(&id, 4, body(&[b"o world"]), Durable)
         .await
         .expect("append");
-    assert_eq!(
-        store.progress(&id).await.expect("progress"),
-        saved(4, 4, b"")
-    );
+    assert_eq!(progress_of(store, &id).await, saved(4, 4, b""));
     // A failed append saves nothing.
     store
         .append_saving(&id, 9, body(&[b"y"]), check(b"c10"))
@@ -109,10 +99,7 @@ async fn saving(store: &dyn BlobStore) {
         Err(StoreError::Body(_))
     ));
     assert_eq!(store.upload_len(&id).await.expect("len"), 10);
-    assert_eq!(
-        store.progress(&id).await.expect("progress"),
-        saved(9, 10, b"c10")
-    );
+    assert_eq!(progress_of(store, &id).await, saved(9, 10, b"c10"));
     store.abort(&id).await.expect("abort");
     assert!(matches!(
         store.progress(&id).await,

@@ -18,4 +18,5 @@ mod e2e {
     pub mod pull;
     pub mod push;
     pub mod restart;
+    pub mod strictness;
 }

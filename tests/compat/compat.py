@@ -141,14 +141,14 @@ def tail(text, lines=15):
     return "\n".join((text or "").rstrip().splitlines()[-lines:])
 
 
-def run(cmd, *, timeout=120, env=None, check=True):
+def run(cmd, *, timeout=120, env=None, check=True, cwd=None):
     """Runs cmd with stdin closed and output captured (bytes); a non-zero exit or a timeout
     raises Failure with the command and the tail of its stderr."""
     cmd = [str(c) for c in cmd]
     shown = " ".join(cmd)
     try:
         p = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env,
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL, cwd=cwd)
     except subprocess.TimeoutExpired as e:
         raise Failure(f"`{shown}` timed out after {timeout}s\n{tail(e.stderr)}") from None
     if check and p.returncode != 0:
@@ -595,6 +595,7 @@ class Suite:
         if auth:
             htpasswd = self.root / "htpasswd"
             run(["htpasswd", "-B", "-b", "-c", htpasswd, USER, PASSWORD])
+        self.binary = berth_binary
         self.berth = Berth(berth_binary, self.root, htpasswd)
         self.host = self.berth.host
         self.reg = Registry(self.host, (USER, PASSWORD) if auth else None)
@@ -961,6 +962,39 @@ def podman_build_push_pull(s):
         config = json.loads(s.reg.blob(f"podman/{tag.split(':')[0]}", m.doc["config"]["digest"]))
         check_eq(json.loads(puller.inspect(ref, "{{json .RootFS.Layers}}")),
                  config["rootfs"]["diff_ids"], f"layers podman unpacked for {tag}")
+
+
+def readme_block(after):
+    """The first ```sh block of README.md that follows the line containing `after`."""
+    text = (REPO_ROOT / "README.md").read_text()
+    start = text.index(after)
+    block = text[text.index("```sh\n", start) + len("```sh\n"):]
+    return block[:block.index("```")]
+
+
+@scenario("readme-offline-quickstart", needs=["buildah", "skopeo"], budget=180)
+def readme_offline_quickstart(s):
+    """The README's quick start without internet, run as written: buildah builds a tiny
+    image and pushes it, skopeo lists and inspects it, `berth pull` and `berth copy` use it.
+    Only the registry's address and the binary's path are this run's own."""
+    c = Containers(s, "readme")
+    storage = s.tmp / "storage.conf"
+    storage.write_text(f'[storage]\ndriver = "vfs"\nrunroot = "{c.runroot}"\n'
+                       f'graphroot = "{c.root}"\n')
+    docker = s.tmp / "docker"
+    docker.mkdir()
+    (docker / "config.json").write_text(s.auth_json())
+    script = (readme_block("Without internet access")
+              .replace("localhost:5000", s.host)
+              .replace("./target/release/berth", str(s.binary)))
+    env = dict(c.env, CONTAINERS_STORAGE_CONF=str(storage), BERTH_STORE=str(s.tmp / "store"),
+               DOCKER_CONFIG=str(docker), TMPDIR=str(c.tmpdir))
+    run(["bash", "-euo", "pipefail", "-c", script], env=env, timeout=170, cwd=s.tmp)
+    check("team/hello-copy" in s.reg.catalog(), "berth copy made no team/hello-copy")
+    m = s.reg.pull("team/hello", "v1")
+    check_eq(s.reg.manifest("team/hello-copy", "v1").digest, m.digest, "digest of the copy")
+    config = json.loads(s.reg.blob("team/hello", m.doc["config"]["digest"]))
+    check_eq(config["config"].get("Cmd"), ["/hello.txt"], "the pushed image's CMD")
 
 
 @scenario("podman-manifest", needs=["buildah", "podman", "skopeo"], budget=180)

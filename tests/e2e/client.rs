@@ -660,6 +660,45 @@ async fn tag_rmi_and_prune_free_exactly_what_no_image_uses() {
     assert_eq!(err.trim(), "berth: no such image: localhost/none:1");
 }
 
+/// Every entry of the store's `ingest/` directory.
+fn ingest_entries(user: &User) -> Vec<String> {
+    std::fs::read_dir(user.store.path().join("ingest"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn pull_leaves_nothing_in_ingest_and_prune_removes_old_lock_files() {
+    let reg = TestRegistry::spawn();
+    let img = image("amd64", vec![bytes(64, 30_000), bytes(65, 20_000)]);
+    reg.push_image("clean/app", "v1", &img).await;
+    let user = User::new();
+    let src = format!("{}/clean/app:v1", reg.addr);
+    // Two pulls at once share the layers' locks; neither leaves one behind.
+    let spawn = || {
+        user.cmd(&["pull", "-q", &src])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    assert!(a.wait_with_output().unwrap().status.success());
+    assert!(b.wait_with_output().unwrap().status.success());
+    assert_eq!(ingest_entries(&user), Vec::<String>::new());
+    user.ok(&["push", "-q", &src]);
+    assert_eq!(ingest_entries(&user), Vec::<String>::new());
+    // Zero-byte lock files that older versions left go with prune.
+    let stale = user
+        .store
+        .path()
+        .join(format!("ingest/{}.lock", "0".repeat(64)));
+    std::fs::write(&stale, b"").unwrap();
+    user.ok(&["prune"]);
+    assert_eq!(ingest_entries(&user), Vec::<String>::new());
+}
+
 #[tokio::test]
 async fn tags_login_logout_and_errors_a_person_can_act_on() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,8 @@
 //! <root>/blobs/sha256/<hex>          complete, verified blobs only
 //! <root>/ingest/<hex>.partial        downloads under way: a pull resumes from their length
 //! <root>/ingest/<hex>.lock           held exclusive by whoever downloads <hex>, so two pulls
-//!                                    of one layer never write one partial file at once
+//!                                    of one layer never write one partial file at once;
+//!                                    deleted by its holder when the download ends
 //! <root>/ingest/push-<key>           the upload URL of an unfinished push, to resume it
 //! <root>/lock                        shared by writers of content, exclusive for deletion
 //! ```
@@ -57,6 +58,31 @@ struct IndexFile {
 
 /// A held file lock, released on drop.
 pub struct Lock(#[allow(dead_code)] File);
+
+/// The right to download one blob ([`LocalStore::lock_ingest`]); its file is deleted on drop,
+/// while still locked, so no other process can hold a lock on it that a newcomer would miss.
+pub struct IngestLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for IngestLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+/// Whether `path` still names the open file `f` (and not a deleted one, or a newer one).
+fn same_file(f: &File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = f.metadata()?;
+    match fs::metadata(path) {
+        Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
 
 impl LocalStore {
     /// `$BERTH_STORE`, else `$XDG_DATA_HOME/berth`, else `~/.local/share/berth`.
@@ -119,19 +145,27 @@ impl LocalStore {
     /// Waits for the right to download `d`: one writer per partial file, across processes.
     /// The caller checks [`LocalStore::blob_size`] again once it holds the lock, since the
     /// writer it waited for may have finished the blob.
-    pub async fn lock_ingest(&self, d: &Digest) -> Result<Lock> {
+    ///
+    /// The lock file exists only while held: its holder deletes it before letting go, so
+    /// `ingest/` is empty once every transfer has ended. A waiter that then gets the lock
+    /// of the deleted file finds the path gone (or another file there) and tries again.
+    pub async fn lock_ingest(&self, d: &Digest) -> Result<IngestLock> {
         let path = self.root.join("ingest").join(format!("{}.lock", d.hex()));
-        let f = Self::lock_file(&path)?;
-        // Polled rather than blocking, so a waiting task never holds a runtime thread.
+        let locking = || io_err(format!("locking {}", path.display()));
         loop {
-            match f.try_lock() {
-                Ok(()) => return Ok(Lock(f)),
-                Err(fs::TryLockError::WouldBlock) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            let f = Self::lock_file(&path)?;
+            // Polled rather than blocking, so a waiting task never holds a runtime thread.
+            loop {
+                match f.try_lock() {
+                    Ok(()) => break,
+                    Err(fs::TryLockError::WouldBlock) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                    }
+                    Err(fs::TryLockError::Error(e)) => return Err(locking()(e)),
                 }
-                Err(fs::TryLockError::Error(e)) => {
-                    return Err(io_err(format!("locking {}", path.display()))(e))
-                }
+            }
+            if same_file(&f, &path).map_err(locking())? {
+                return Ok(IngestLock { file: f, path });
             }
         }
     }
@@ -378,7 +412,9 @@ impl LocalStore {
         if let Ok(rd) = fs::read_dir(self.root.join("ingest")) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if keep_partials && !name.ends_with(".tmp") {
+                // Lock files are only left by interrupted or older versions: no download
+                // runs while the caller holds the store exclusive.
+                if keep_partials && !name.ends_with(".tmp") && !name.ends_with(".lock") {
                     continue;
                 }
                 scratch += e.metadata().map(|m| m.len()).unwrap_or(0);

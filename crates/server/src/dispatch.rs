@@ -80,8 +80,29 @@ pub fn parse(path: &str) -> Result<Route, RouteError> {
         }
         (_, ["tags", "list"]) => Ok(Route::Tags(name(2)?)),
         (_, ["referrers", d]) => Ok(Route::Referrers(name(2)?, digest(d)?)),
-        _ => Err(RouteError::NotFound),
+        _ => Err(malformed_tail(&segs).unwrap_or(RouteError::NotFound)),
     }
+}
+
+/// Why a path that fits no endpoint is still a request for a blob, manifest or referrers
+/// list of a valid repository: the digest or reference after `blobs/`, `manifests/` or
+/// `referrers/` holds a `/` (`sha256:../../etc/passwd`), so its tail was taken for the
+/// endpoint. The rightmost such keyword after a valid name wins, as the dispatcher reads
+/// from the right; `blobs/uploads/…` stays an upload path.
+fn malformed_tail(segs: &[&str]) -> Option<RouteError> {
+    (1..segs.len().saturating_sub(1)).rev().find_map(|j| {
+        let kind = segs[j];
+        let upload = kind == "blobs" && segs[j + 1] == "uploads";
+        if upload || !matches!(kind, "blobs" | "manifests" | "referrers") {
+            return None;
+        }
+        segs[..j].join("/").parse::<RepoName>().ok()?;
+        let rest = segs[j + 1..].join("/");
+        Some(match kind {
+            "manifests" => RouteError::Reference(rest.parse::<Reference>().err()?),
+            _ => RouteError::Digest(rest.parse::<Digest>().err()?),
+        })
+    })
 }
 
 impl Route {
@@ -185,6 +206,25 @@ mod tests {
             Err(RouteError::Upload)
         ));
         assert!(matches!(parse("/v2/A/tags/list"), Err(RouteError::Name(_))));
+    }
+
+    #[test]
+    fn a_digest_segment_holding_slashes_is_a_malformed_digest() {
+        for path in [
+            "/v2/a/b/blobs/sha256:../../../../etc/passwd",
+            "/v2/a/blobs/../../etc/passwd",
+            "/v2/a/referrers/sha256:x/y",
+        ] {
+            assert!(matches!(parse(path), Err(RouteError::Digest(_))), "{path}");
+        }
+        assert!(matches!(
+            parse("/v2/a/manifests/sha256:../../x"),
+            Err(RouteError::Reference(_))
+        ));
+        // Not a blob path: an upload id with more after it, or no valid name before it.
+        assert_eq!(parse("/v2/a/blobs/uploads/x/y"), Err(RouteError::NotFound));
+        assert_eq!(parse("/v2/a/nothing/here"), Err(RouteError::NotFound));
+        assert_eq!(parse("/v2/A/blobs/x/y"), Err(RouteError::NotFound));
     }
 
     proptest! {

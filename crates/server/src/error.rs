@@ -3,7 +3,7 @@
 //! carry. Internal failures are logged in full and answered without their details.
 
 use crate::dispatch::RouteError;
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{DigestError, ErrorCode};
 use berth_registry::Error;
@@ -42,18 +42,23 @@ impl ApiError {
     }
 }
 
-impl From<RouteError> for ApiError {
-    fn from(e: RouteError) -> Self {
-        match e {
-            RouteError::NotFound => {
-                ApiError::status(ErrorCode::NameUnknown, 404, "no such endpoint")
-            }
-            RouteError::Name(e) => ApiError::spec(ErrorCode::NameInvalid, e.to_string()),
-            RouteError::Digest(e) => digest_error(e),
-            RouteError::Reference(berth_oci::NameError::Digest(e)) => digest_error(e),
-            RouteError::Reference(e) => ApiError::spec(ErrorCode::ManifestInvalid, e.to_string()),
-            RouteError::Upload => Error::upload_unknown().into(),
-        }
+/// The answer to a path that is not a route. A manifest reference that is neither a tag nor
+/// a digest names nothing: reading or deleting it finds no manifest (404, as the spec's
+/// conformance suite requires for `.INVALID_MANIFEST_NAME`), while a PUT asks for a name no
+/// tag may have (400).
+pub fn route_error(e: RouteError, method: &Method) -> ApiError {
+    match e {
+        RouteError::NotFound => ApiError::status(ErrorCode::NameUnknown, 404, "no such endpoint"),
+        RouteError::Name(e) => ApiError::spec(ErrorCode::NameInvalid, e.to_string()),
+        RouteError::Digest(e) => digest_error(e),
+        RouteError::Reference(e) if method != Method::PUT => ApiError::status(
+            ErrorCode::ManifestUnknown,
+            404,
+            format!("no manifest has this reference: {e}"),
+        ),
+        RouteError::Reference(berth_oci::NameError::Digest(e)) => digest_error(e),
+        RouteError::Reference(e) => ApiError::spec(ErrorCode::ManifestInvalid, e.to_string()),
+        RouteError::Upload => Error::upload_unknown().into(),
     }
 }
 
@@ -65,6 +70,18 @@ pub fn too_busy() -> Response {
         "too many connections: try again shortly",
     )
     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    .into_response()
+}
+
+/// The answer to a request whose `Host` header is missing, repeated or invalid (RFC 9112
+/// §3.2); the connection closes after it, since the request's framing cannot be trusted.
+pub fn bad_host() -> Response {
+    ApiError::status(
+        ErrorCode::Unsupported,
+        400,
+        "a request needs exactly one valid Host header",
+    )
+    .with_header(header::CONNECTION, HeaderValue::from_static("close"))
     .into_response()
 }
 

@@ -3,7 +3,7 @@
 
 use crate::auth::{self, Auth, Caller};
 use crate::dispatch::{self, Route};
-use crate::error::{digest_error, ApiError};
+use crate::error::{digest_error, route_error, ApiError};
 use crate::list_bodies::ListBodies;
 use crate::metrics::{self, InFlight, RouteLabel};
 use crate::prometheus::Metrics;
@@ -269,7 +269,7 @@ fn digest_param(q: &Query) -> Result<Option<Digest>> {
 /// The `/v2/…` entry point: parses the path, then calls the handler for route and method.
 pub async fn v2(State(app): State<AppState>, req: Request) -> Response {
     let (label, result) = match dispatch::parse(req.uri().path()) {
-        Err(e) => ("invalid", Err(ApiError::from(e))),
+        Err(e) => ("invalid", Err(route_error(e, req.method()))),
         Ok(route) => {
             let label = route.label();
             let admitted = if app.auth.is_on() {
@@ -424,7 +424,8 @@ async fn get_blob(
     head: bool,
     sender: Option<FileSender>,
 ) -> Result {
-    let range_header = header_str(h, &header::RANGE);
+    // RFC 9110 §14.2: range requests are defined for GET only; a HEAD describes the whole.
+    let range_header = header_str(h, &header::RANGE).filter(|_| !head);
     let (size, range, body) = if head {
         let (size, range) = reg.blob_range(repo, d, range_header).await?;
         (size, range, Body::empty())

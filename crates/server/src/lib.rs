@@ -7,6 +7,7 @@
 //! - [`conn`]: the accept loop: header timeout, connection cap, draining on shutdown.
 //! - [`dispatch`]: the `/v2/` path parser (repository names contain `/`).
 //! - [`handlers`]: one thin handler per endpoint.
+//! - [`host`]: the `Host` header rule every request must meet.
 //! - [`jobs`]: scheduled work: pull times, storage gauges, collection, reconciliation.
 //! - [`list_bodies`]: whole tag lists' bodies, kept while their list is unchanged.
 //! - [`error`]: the only mapping from errors to responses.
@@ -22,6 +23,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod error;
 pub mod handlers;
+pub mod host;
 pub mod jobs;
 pub mod list_bodies;
 pub mod metrics;
@@ -132,6 +134,7 @@ pub fn app(state: AppState, body_idle: Duration) -> Router {
                 req.map(|b| axum::body::Body::new(conn::IdleTimeout::new(b, body_idle)))
             },
         ))
+        .layer(axum::middleware::from_fn(host::check))
 }
 
 /// Serves `registry` on `listener` until `shutdown` resolves, then gives in-flight requests

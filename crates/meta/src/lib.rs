@@ -3,30 +3,50 @@
 //! sessions.
 //!
 //! - [`MetaStore`]: the contract (its method docs), checked by [`testsuite`].
-//! - [`sqlite`]: the default embedded backend; `fresh_db` builds its new database file.
+//! - [`sqlite`]: the default embedded backend.
 //! - [`sql`]: the SQL text, written once in the dialect SQLite and PostgreSQL share.
 //! - [`tag_lists`]: whole tag lists kept in memory by a backend that is its database's only
 //!   writer.
 
 use async_trait::async_trait;
-use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
+use berth_oci::{Digest, ErrorKind, Reference, RepoName, Tag, UploadId};
 
-#[cfg(feature = "sqlite")]
-mod fresh_db;
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod sqlx_errors;
 pub mod tag_lists;
 pub mod testsuite;
 
+/// A metadata failure: its kind says what a caller may do about it; its message, for the
+/// log, what happened. No backend's own error type shows through.
 #[derive(Debug, thiserror::Error)]
-pub enum MetaError {
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
+#[error("{message}")]
+pub struct MetaError {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl MetaError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> MetaError {
+        MetaError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A stored record that cannot be what it must be.
+    pub fn corrupt(message: impl Into<String>) -> MetaError {
+        MetaError::new(ErrorKind::Corrupt, message)
+    }
+
+    pub fn io(e: std::io::Error) -> MetaError {
+        MetaError::new(ErrorKind::of_io(&e), format!("database file: {e}"))
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
 }
 
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;

@@ -18,7 +18,6 @@
 //! checkpoint makes it durable. WAL mode with `NORMAL` cannot corrupt the database in a crash,
 //! it can only lose the last commits.
 
-use crate::fresh_db;
 use crate::sql;
 use crate::tag_lists::{self, TagLists};
 use crate::{
@@ -26,7 +25,7 @@ use crate::{
     RepoContents, RepoUsage, Result, TagInfo, UploadRecord, UploadState, Usage,
 };
 use async_trait::async_trait;
-use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
+use berth_oci::{Digest, ErrorKind, Reference, RepoName, Tag, UploadId};
 use futures::future::BoxFuture;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -37,9 +36,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-
-/// The table in which sqlx's migrator records the migrations applied.
-const MIGRATIONS: &str = "_sqlx_migrations";
 
 /// Writes taken into one transaction at most: bounds the time a caller waits behind others.
 const MAX_BATCH: usize = 256;
@@ -92,34 +88,22 @@ enum Touches {
 impl SqliteMeta {
     /// Opens (creating and migrating if needed) the database file at `path`.
     pub async fn open(path: &Path) -> Result<SqliteMeta> {
-        let made = create(path).await?;
+        refuse_orphan_log(path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(MetaError::io)?;
+        }
         let base = SqliteConnectOptions::new()
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(false);
-        let writer = if made {
-            base.clone().connect().await?
-        } else {
-            // Migrations run without a sync per transaction (a new database made half a dozen
-            // of them at start-up): a crash before the next synced commit loses the schema
-            // and its record in `_sqlx_migrations` together, and the next start applies both
-            // again.
-            let mut writer = base
-                .clone()
-                .synchronous(SqliteSynchronous::Normal)
-                .create_if_missing(true)
-                .connect()
-                .await?;
-            sqlx::migrate!("./migrations/sqlite")
-                .run(&mut writer)
-                .await?;
-            sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut writer)
-                .await?;
-            writer
-        };
+        let mut writer = base.clone().create_if_missing(true).connect().await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
+            .await?;
         // Readers connect on first use: nothing of theirs is on the start-up path.
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
@@ -212,13 +196,16 @@ impl SqliteMeta {
                     }
                     let _ = tx.send(match committed {
                         Ok(()) => result,
-                        Err(e) => Err(MetaError::Corrupt(format!("commit failed: {e}"))),
+                        Err(e) => Err(MetaError::new(
+                            ErrorKind::Other,
+                            format!("commit failed: {e}"),
+                        )),
                     });
                 });
                 (ok, reply)
             })
         });
-        let closed = || MetaError::Corrupt("the database writer has stopped".into());
+        let closed = || MetaError::new(ErrorKind::Unavailable, "the database writer has stopped");
         self.jobs
             .send(Queued {
                 statements,
@@ -285,83 +272,25 @@ impl SqliteMeta {
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| MetaError::Corrupt(format!("not a sqlite URL: {url}")))?;
+            .ok_or_else(|| MetaError::corrupt(format!("not a sqlite URL: {url}")))?;
         SqliteMeta::open(Path::new(path)).await
     }
 }
 
-/// Builds a new database unless one is there: the schema is made under a temporary name with
-/// neither journal nor syncs, by one call into SQLite (see `fresh_db`), then the file is
-/// synced once and linked into place. Made in place, in WAL mode, it cost a rollback journal
-/// to switch modes and a dozen WAL writes, most of a new server's start-up. A crash leaves
-/// either no database (the next start builds it again) or a whole one; a temporary file left
-/// behind is replaced.
-///
-/// Whether this call made the database in place. It did not where one was there already,
-/// where another process made one meanwhile (the caller opens that one, migrator included),
-/// and where the file system has no hard links (the caller makes it in place).
-///
 /// A write-ahead log left without its database (`meta.db` deleted, `meta.db-wal` kept) is
 /// refused: SQLite would replay its pages into the new database.
-async fn create(path: &Path) -> Result<bool> {
-    let path = path.to_owned();
-    // One trip to the blocking pool for all of it: each file operation would be one.
-    tokio::task::spawn_blocking(move || create_blocking(&path))
-        .await
-        .map_err(|e| MetaError::Corrupt(format!("creating the database: {e}")))?
-}
-
-fn create_blocking(path: &Path) -> Result<bool> {
-    let io = |e: std::io::Error| MetaError::Db(sqlx::Error::Io(e));
-    if std::fs::exists(path).map_err(io)? {
-        return Ok(false);
-    }
+fn refuse_orphan_log(path: &Path) -> Result<()> {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    if std::fs::exists(&wal).map_err(io)? {
-        return Err(MetaError::Corrupt(format!(
+    if !path.exists() && Path::new(&wal).exists() {
+        return Err(MetaError::corrupt(format!(
             "{} is missing but its write-ahead log {} is there: restore the database, or \
              remove the log (and its -shm) to start empty",
             path.display(),
             Path::new(&wal).display()
         )));
     }
-    // Should a migration ever be of a kind only sqlx's migrator runs, the caller makes the
-    // database in place through it.
-    let Some(script) = fresh_db::script(&sqlx::migrate!("./migrations/sqlite"), MIGRATIONS) else {
-        return Ok(false);
-    };
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!("{name}.new-{}", std::process::id()));
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    if let Some(dir) = dir {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let _ = std::fs::remove_file(&tmp);
-    fresh_db::build(&tmp, &script).map_err(|e| {
-        io(std::io::Error::other(format!(
-            "building a new database: {e}"
-        )))
-    })?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    // A link, unlike a rename, never replaces: another process that made the database
-    // meanwhile keeps its own (and this one then opens it as an existing database, migrator
-    // included, since it did not build it).
-    let linked = std::fs::hard_link(&tmp, path).is_ok();
-    if let Err(e) = std::fs::remove_file(&tmp) {
-        tracing::warn!(error = %e, file = %tmp.display(), "removing a temporary database");
-    }
-    if let Some(dir) = dir {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-    }
-    if !linked {
-        tracing::debug!("database not linked (made meanwhile, or no hard links here)");
-    }
-    Ok(linked)
+    Ok(())
 }
 
 fn i(v: u64) -> i64 {
@@ -371,7 +300,7 @@ fn i(v: u64) -> i64 {
 fn digest_col(row: &SqliteRow, col: &str) -> Result<Digest> {
     let s: String = row.try_get(col)?;
     s.parse()
-        .map_err(|e| MetaError::Corrupt(format!("{col}: {e}")))
+        .map_err(|e| MetaError::corrupt(format!("{col}: {e}")))
 }
 
 fn manifest_row(row: &SqliteRow) -> Result<ManifestRecord> {
@@ -404,13 +333,13 @@ fn opt_digest_col(row: &SqliteRow, col: &str) -> Result<Option<Digest>> {
     let s: Option<String> = row.try_get(col)?;
     s.map(|s| s.parse())
         .transpose()
-        .map_err(|e| MetaError::Corrupt(format!("{col}: {e}")))
+        .map_err(|e| MetaError::corrupt(format!("{col}: {e}")))
 }
 
 fn repo_col(row: &SqliteRow, col: &str) -> Result<RepoName> {
     let s: String = row.try_get(col)?;
     s.parse()
-        .map_err(|e| MetaError::Corrupt(format!("{col}: {e}")))
+        .map_err(|e| MetaError::corrupt(format!("{col}: {e}")))
 }
 
 fn u(row: &SqliteRow, col: usize) -> Result<u64> {
@@ -425,7 +354,7 @@ fn upload_row(row: &SqliteRow) -> Result<UploadState> {
     Ok(UploadState::Open(UploadRecord {
         id: id
             .parse()
-            .map_err(|e| MetaError::Corrupt(format!("upload id: {e}")))?,
+            .map_err(|e| MetaError::corrupt(format!("upload id: {e}")))?,
         repo: repo_col(row, "repo")?,
         offset: row.try_get::<i64, _>("offset_bytes")? as u64,
         hash_state: row.try_get("hash_state")?,
@@ -1141,7 +1070,7 @@ impl MetaStore for SqliteMeta {
         .await?;
         // Another node may have stored its candidate first: that one is the secret.
         stored().await?.ok_or_else(|| {
-            MetaError::Corrupt(format!("secret {name} vanished after it was stored"))
+            MetaError::corrupt(format!("secret {name} vanished after it was stored"))
         })
     }
 }
@@ -1169,20 +1098,12 @@ mod tests {
         crate::testsuite::run(&meta).await;
     }
 
-    /// A new database is built aside and linked into place whole: in WAL mode, with the
-    /// schema the migrations make, each migration recorded as sqlx's migrator records it (a
-    /// reopen applies nothing twice and finds no checksum changed), no temporary file left.
+    /// A new database is made with the migrations and reopens with nothing applied twice.
     #[tokio::test]
-    async fn a_new_database_is_made_whole_and_reopens() {
+    async fn a_new_database_is_migrated_and_reopens() {
         use crate::MetaStore;
-        use sqlx::ConnectOptions;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.db");
-        // What a crash while building leaves behind.
-        let tmp = dir
-            .path()
-            .join(format!("meta.db.new-{}", std::process::id()));
-        std::fs::write(&tmp, b"half a database").unwrap();
         let repo: berth_oci::RepoName = "r".parse().unwrap();
         let d = berth_oci::Digest::sha256(b"x");
         {
@@ -1191,68 +1112,6 @@ mod tests {
         }
         let meta = super::SqliteMeta::open(&path).await.unwrap();
         assert_eq!(meta.linked_blob(&repo, &d).await.unwrap(), Some(1));
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["meta.db", "meta.db-shm", "meta.db-wal"]);
-
-        let schema = |p: std::path::PathBuf, migrate: bool| async move {
-            let mut c = super::SqliteConnectOptions::new()
-                .filename(p)
-                .create_if_missing(true)
-                .connect()
-                .await
-                .unwrap();
-            if migrate {
-                sqlx::migrate!("./migrations/sqlite")
-                    .run(&mut c)
-                    .await
-                    .unwrap();
-            }
-            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
-            let columns: Vec<(String, String, String, String)> = sqlx::query_as(
-                "SELECT m.name, p.name, p.type, coalesce(p.dflt_value, '') \
-                 FROM sqlite_master m, pragma_table_info(m.name) p \
-                 WHERE m.type = 'table' ORDER BY m.name, p.cid",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
-            let indexes: Vec<(String, String, String)> = sqlx::query_as(
-                "SELECT m.name, m.tbl_name, i.name FROM sqlite_master m, \
-                 pragma_index_info(m.name) i WHERE m.type = 'index' ORDER BY m.name, i.seqno",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
-            // What later starts check: each migration recorded, with its checksum.
-            let applied: Vec<(i64, String, bool, Vec<u8>)> = sqlx::query_as(
-                "SELECT version, description, success, checksum FROM _sqlx_migrations \
-                 ORDER BY version",
-            )
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
-            let header: (i64, i64, i64) = sqlx::query_as(
-                "SELECT * FROM pragma_page_size, pragma_auto_vacuum, pragma_user_version",
-            )
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-            (mode, columns, indexes, applied, header)
-        };
-        let made = schema(path, false).await;
-        let migrated = schema(dir.path().join("migrated.db"), true).await;
-        assert_eq!(made.0, "wal");
-        assert!(made.1.len() > 20, "{:?}", made.1);
-        assert_eq!((&made.1, &made.2), (&migrated.1, &migrated.2));
-        assert_eq!(made.3.len(), 3, "{:?}", made.3);
-        assert_eq!((&made.3, made.4), (&migrated.3, migrated.4));
     }
 
     /// A write-ahead log whose database is gone is not replayed into a new database: the

@@ -66,3 +66,48 @@ impl fmt::Display for ErrorCode {
         f.write_str(self.as_str())
     }
 }
+
+/// What kind of failure a storage or database error is, whatever the backend: what a caller
+/// may do about it. The spec's codes ([`ErrorCode`]) are for clients; these are for us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// What was asked for does not exist.
+    NotFound,
+    /// What was to be created exists already.
+    AlreadyExists,
+    /// Another writer changed what this one relied on: the operation may succeed if retried.
+    Conflict,
+    /// The backend cannot be reached or is overloaded now: retrying later may succeed.
+    Unavailable,
+    /// What is stored cannot be what it must be.
+    Corrupt,
+    /// Anything else: refused, misconfigured, a bug.
+    Other,
+}
+
+impl ErrorKind {
+    /// Whether the same operation may succeed if tried again.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Conflict | ErrorKind::Unavailable)
+    }
+
+    /// The kind of an I/O error.
+    pub fn of_io(e: &std::io::Error) -> ErrorKind {
+        use std::io::ErrorKind as Io;
+        match e.kind() {
+            Io::NotFound => ErrorKind::NotFound,
+            Io::AlreadyExists => ErrorKind::AlreadyExists,
+            Io::TimedOut
+            | Io::Interrupted
+            | Io::WouldBlock
+            | Io::ConnectionRefused
+            | Io::ConnectionReset
+            | Io::ConnectionAborted
+            | Io::NotConnected
+            | Io::BrokenPipe
+            | Io::ResourceBusy => ErrorKind::Unavailable,
+            Io::InvalidData | Io::UnexpectedEof => ErrorKind::Corrupt,
+            _ => ErrorKind::Other,
+        }
+    }
+}

@@ -15,5 +15,5 @@ pub mod name;
 pub mod range;
 
 pub use digest::{Algorithm, Digest, DigestError, DigestHasher};
-pub use error::ErrorCode;
+pub use error::{ErrorCode, ErrorKind};
 pub use name::{NameError, Reference, RepoName, Tag, UploadId};

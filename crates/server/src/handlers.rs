@@ -6,7 +6,6 @@ use crate::dispatch::{self, Route};
 use crate::error::{digest_error, route_error, ApiError};
 use crate::list_bodies::ListBodies;
 use crate::metrics::{self, InFlight, RouteLabel};
-use crate::prometheus::Metrics;
 use crate::sendfile::{ConnInfo, FileSender};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -26,7 +25,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Registry,
-    pub metrics: Option<Arc<Metrics>>,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub auth: Arc<Auth>,
     pub storage: Arc<metrics::StorageGauges>,
     pub uploads: Arc<UploadLimit>,

@@ -12,7 +12,6 @@
 //! - [`list_bodies`]: whole tag lists' bodies, kept while their list is unchanged.
 //! - [`error`]: the only mapping from errors to responses.
 //! - [`metrics`]: the metrics Berth records and the per-request log line.
-//! - [`prometheus`]: the metrics recorder and its Prometheus text.
 //! - [`sendfile`]: connections that send blob files with sendfile(2).
 //! - [`tls`]: TLS connections, with certificates reloaded when their files change.
 
@@ -27,7 +26,6 @@ pub mod host;
 pub mod jobs;
 pub mod list_bodies;
 pub mod metrics;
-pub mod prometheus;
 pub mod sendfile;
 pub mod tls;
 

@@ -3,22 +3,37 @@
 //! Routes are labelled by endpoint kind (never by repository name, which would make the
 //! label set unbounded): handlers put a [`RouteLabel`] in the response's extensions.
 
-use crate::prometheus::Metrics;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
-use std::sync::Arc;
-use std::time::Instant;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::time::{Duration, Instant};
 
 /// The endpoint kind a response came from.
 #[derive(Clone, Copy, Debug)]
 pub struct RouteLabel(pub &'static str);
 
-/// Installs the process-wide recorder and returns what renders `/metrics`.
-pub fn install() -> anyhow::Result<Arc<Metrics>> {
-    let m = Arc::new(Metrics::default());
-    m.install()?;
+/// Upper bounds of every histogram's buckets (request latencies, in seconds).
+const BOUNDS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the process-wide recorder and returns what renders `/metrics`. Its upkeep (which
+/// folds recorded samples into the buckets, so they do not pile up between scrapes) runs
+/// every few seconds on the runtime this is called from.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&BOUNDS)?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     metrics::describe_counter!(
         "berth_http_requests_total",
         "HTTP requests by route, method and status"
@@ -36,7 +51,7 @@ pub fn install() -> anyhow::Result<Arc<Metrics>> {
         "berth_uploads_in_flight",
         "Requests currently streaming an upload body"
     );
-    Ok(m)
+    Ok(handle)
 }
 
 /// Counts uploads in flight for as long as it lives.

@@ -376,7 +376,7 @@ fn not_found(e: io::Error) -> StoreError {
     if e.kind() == io::ErrorKind::NotFound {
         StoreError::NotFound
     } else {
-        StoreError::Io(e)
+        StoreError::from(e)
     }
 }
 
@@ -955,7 +955,7 @@ impl FsStore {
         let mut failure = None;
         while let Some(chunk) = body.next().await {
             let pushed = match chunk {
-                Ok(chunk) => app.push(chunk).await.map_err(StoreError::Io),
+                Ok(chunk) => app.push(chunk).await.map_err(StoreError::from),
                 Err(e) => Err(StoreError::Body(e)),
             };
             if let Err(e) = pushed {
@@ -964,11 +964,11 @@ impl FsStore {
             }
         }
         if failure.is_none() {
-            failure = app.flush().await.err().map(StoreError::Io);
+            failure = app.flush().await.err().map(StoreError::from);
         }
         let (w, pos, last) = app.stop().await;
         if let Err(e) = last {
-            failure.get_or_insert(StoreError::Io(e));
+            failure.get_or_insert(StoreError::from(e));
         }
         let w = w.ok_or_else(writer_lost)?;
         let saved = match (&failure, check) {

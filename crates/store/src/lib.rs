@@ -7,7 +7,7 @@
 //! - [`memory`]: an in-process backend for domain tests.
 
 use async_trait::async_trait;
-use berth_oci::{Digest, UploadId};
+use berth_oci::{Digest, ErrorKind, UploadId};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use std::io;
@@ -27,10 +27,33 @@ pub enum StoreError {
     NotFound,
     #[error("upload holds {actual} bytes, not the {expected} expected")]
     Offset { expected: u64, actual: u64 },
+    /// The request body failed (the client's doing, not the store's).
     #[error("reading the request body: {0}")]
     Body(io::Error),
-    #[error("storage: {0}")]
-    Io(#[from] io::Error),
+    /// The backend failed; no backend's own error type shows through.
+    #[error("storage: {message}")]
+    Backend { kind: ErrorKind, message: String },
+}
+
+impl StoreError {
+    /// What kind of failure this is, so that a caller knows whether a retry may cure it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StoreError::NotFound => ErrorKind::NotFound,
+            StoreError::Offset { .. } => ErrorKind::Conflict,
+            StoreError::Body(_) => ErrorKind::Other,
+            StoreError::Backend { kind, .. } => *kind,
+        }
+    }
+}
+
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> StoreError {
+        StoreError::Backend {
+            kind: ErrorKind::of_io(&e),
+            message: e.to_string(),
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -2,7 +2,7 @@
 //! client command (`berth pull`, `push`, `images`, …).
 
 use anyhow::Context;
-use berth_server::config::{Config, LogFormat};
+use berth_server::config::{Config, LogFormat, StorageConfig};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -94,7 +94,7 @@ fn serve(flags: Flags) -> anyhow::Result<()> {
         cfg.server.listen = l;
     }
     if let Some(d) = flags.data {
-        cfg.storage.path = d;
+        cfg.storage = StorageConfig::Fs { path: d };
     }
     if let Some(h) = flags.htpasswd {
         cfg.auth.htpasswd = Some(h);
@@ -119,11 +119,11 @@ fn serve(flags: Flags) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
         if cfg.auth.enabled() {
-            tracing::info!(addr = %bound, data = %cfg.storage.path.display(), "serving");
+            tracing::info!(addr = %bound, data = %cfg.data_dir().display(), "serving");
         } else {
             tracing::info!(
                 addr = %bound,
-                data = %cfg.storage.path.display(),
+                data = %cfg.data_dir().display(),
                 "serving; no authentication is configured: anyone who can reach this address may pull and push"
             );
         }

@@ -266,15 +266,6 @@ impl SqliteMeta {
             .await?;
         Ok(row.is_some())
     }
-
-    /// Opens the database named by a `sqlite://PATH` URL.
-    pub async fn open_url(url: &str) -> Result<SqliteMeta> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| MetaError::corrupt(format!("not a sqlite URL: {url}")))?;
-        SqliteMeta::open(Path::new(path)).await
-    }
 }
 
 /// A write-ahead log left without its database (`meta.db` deleted, `meta.db-wal` kept) is

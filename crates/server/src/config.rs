@@ -208,27 +208,58 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum StorageType {
-    #[default]
-    Fs,
+/// Where blobs live, by `type`: `"fs"`, a local directory (the default). A `[storage]`
+/// table without a `type` is an `fs` one.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StorageConfig {
+    Fs {
+        /// Data directory: blobs, upload scratch space, and the default database.
+        #[serde(default = "default_data_dir")]
+        path: PathBuf,
+    },
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    #[serde(rename = "type")]
-    pub kind: StorageType,
-    /// Data directory: blobs, upload scratch space, and the default database.
-    pub path: PathBuf,
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./berth-data")
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig {
-            kind: StorageType::Fs,
-            path: PathBuf::from("./berth-data"),
+        StorageConfig::Fs {
+            path: default_data_dir(),
+        }
+    }
+}
+
+/// The metadata database, by the scheme of its URL: `sqlite://PATH`, a file of the embedded
+/// SQLite (the default: `<storage.path>/meta.db`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+}
+
+impl TryFrom<String> for DatabaseUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<DatabaseUrl, String> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"));
+        match path {
+            Some(p) if !p.is_empty() => Ok(DatabaseUrl::Sqlite(PathBuf::from(p))),
+            _ => Err(format!(
+                "database.url {url:?} is not supported: use sqlite://PATH"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(p) => write!(f, "sqlite://{}", p.display()),
         }
     }
 }
@@ -236,8 +267,8 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH`; defaults to `sqlite://<storage.path>/meta.db`.
-    pub url: Option<String>,
+    /// Defaults to `sqlite://<storage.path>/meta.db`.
+    pub url: Option<DatabaseUrl>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -333,7 +364,14 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let c: Config = toml::from_str(text)?;
+        let mut table: toml::Table = toml::from_str(text)?;
+        // `type` tags the storage table; one without it is the default kind.
+        if let Some(toml::Value::Table(storage)) = table.get_mut("storage") {
+            storage
+                .entry("type")
+                .or_insert_with(|| toml::Value::String("fs".into()));
+        }
+        let c: Config = table.try_into()?;
         c.validate()?;
         Ok(c)
     }
@@ -395,10 +433,6 @@ impl Config {
         }
         self.registry_options()?;
         self.schedules()?;
-        let url = self.database_url();
-        if !url.starts_with("sqlite:") {
-            bail!("database.url {url:?} is not supported: use sqlite://PATH");
-        }
         Ok(())
     }
 
@@ -411,10 +445,19 @@ impl Config {
         })
     }
 
-    pub fn database_url(&self) -> String {
-        match &self.database.url {
-            Some(u) => u.clone(),
-            None => format!("sqlite://{}", self.storage.path.join("meta.db").display()),
+    /// The database: the configured one, else SQLite in the data directory.
+    pub fn database_url(&self) -> DatabaseUrl {
+        match (&self.database.url, &self.storage) {
+            (Some(u), _) => u.clone(),
+            (None, StorageConfig::Fs { path }) => DatabaseUrl::Sqlite(path.join("meta.db")),
+        }
+    }
+
+    /// The local directory Berth keeps its own files in (the default database, the token
+    /// key): the filesystem store's data directory.
+    pub fn data_dir(&self) -> &Path {
+        match &self.storage {
+            StorageConfig::Fs { path } => path,
         }
     }
 
@@ -490,7 +533,7 @@ mod tests {
         let d = Config::default();
         assert_eq!(c.server.listen, d.server.listen);
         assert_eq!(c.limits.max_manifest_bytes, d.limits.max_manifest_bytes);
-        assert_eq!(c.storage.path, d.storage.path);
+        assert_eq!(c.storage, d.storage);
         assert_eq!(c.limits.manifest_cache_bytes, d.limits.manifest_cache_bytes);
         assert_eq!(c.auth.service, d.auth.service);
         assert_eq!(c.auth.token_ttl_secs, d.auth.token_ttl_secs);
@@ -526,5 +569,27 @@ mod tests {
         assert_eq!(c.schedules().unwrap().0, None);
         assert_eq!(c.registry_options().unwrap().gc_grace.as_secs(), 90);
         assert!(Config::parse("").is_ok());
+    }
+
+    #[test]
+    fn storage_and_database_are_chosen_by_their_tags() {
+        let c = Config::parse("[storage]\npath = \"/srv/b\"").unwrap();
+        assert_eq!(
+            c.storage,
+            StorageConfig::Fs {
+                path: "/srv/b".into()
+            }
+        );
+        assert_eq!(
+            c.database_url(),
+            DatabaseUrl::Sqlite("/srv/b/meta.db".into())
+        );
+        let c = Config::parse("[storage]\ntype = \"fs\"\n[database]\nurl = \"sqlite:///m.db\"")
+            .unwrap();
+        assert_eq!(c.database_url(), DatabaseUrl::Sqlite("/m.db".into()));
+        assert_eq!(c.database_url().to_string(), "sqlite:///m.db");
+        let e = Config::parse("[database]\nurl = \"mysql://x\"").unwrap_err();
+        assert!(format!("{e:#}").contains("use sqlite://PATH"), "{e:#}");
+        assert!(Config::parse("[storage]\ntype = \"fs\"\nbucket = \"b\"").is_err());
     }
 }

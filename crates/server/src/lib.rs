@@ -3,6 +3,7 @@
 //!
 //! - [`admin`]: Berth's administration API (collection, reconciliation, usage).
 //! - [`auth`]: who the caller is and what they may do; the token endpoint.
+//! - [`backends`]: the blob and metadata stores the configuration names.
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`conn`]: the accept loop: header timeout, connection cap, draining on shutdown.
 //! - [`dispatch`]: the `/v2/` path parser (repository names contain `/`).
@@ -17,6 +18,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backends;
 pub mod config;
 pub mod conn;
 pub mod dispatch;
@@ -83,23 +85,7 @@ pub fn log_filter(spec: &str) -> Result<Targets, tracing_subscriber::filter::Par
     spec.parse()
 }
 
-/// Opens the backends the configuration names and builds the registry on them.
-pub async fn open_registry(config: &Config) -> anyhow::Result<Registry> {
-    let data = config.storage.path.clone();
-    // The data directory is made beside the database, on another thread: both are start-up.
-    let store = tokio::task::spawn_blocking(move || {
-        berth_store::fs::FsStore::open(&data)
-            .with_context(|| format!("opening data directory {}", data.display()))
-    });
-    let url = config.database_url();
-    let meta = berth_meta::sqlite::SqliteMeta::open_url(&url)
-        .await
-        .with_context(|| format!("opening database {url}"))?;
-    let store = store.await.context("opening the data directory")??;
-    Registry::open(Arc::new(store), Arc::new(meta), config.registry_options()?)
-        .await
-        .context("opening the registry")
-}
+pub use backends::open_registry;
 
 /// The application: `/v2/` and everything under it, and `/metrics`. A request body that
 /// sends nothing for `body_idle` fails (see [`conn::IdleTimeout`]).

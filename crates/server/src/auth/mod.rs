@@ -127,7 +127,7 @@ impl Auth {
             cfg.token_ttl_secs,
             cfg.refresh_ttl_secs,
             cfg.token_key.as_deref(),
-            &config.storage.path.join("token-key.pem"),
+            &config.data_dir().join("token-key.pem"),
             &cfg.issuers,
         )?;
         Ok(Auth {

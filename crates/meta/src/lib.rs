@@ -4,6 +4,7 @@
 //!
 //! - [`MetaStore`]: the contract (its method docs), checked by [`testsuite`].
 //! - [`sqlite`]: the default embedded backend.
+//! - [`leases`]: exclusivity across processes (digests, upload sessions, scheduled jobs).
 //! - [`sql`]: the SQL text, written once in the dialect SQLite and PostgreSQL share.
 //! - [`tag_lists`]: whole tag lists kept in memory by a backend that is its database's only
 //!   writer.
@@ -11,6 +12,7 @@
 use async_trait::async_trait;
 use berth_oci::{Digest, ErrorKind, Reference, RepoName, Tag, UploadId};
 
+pub mod leases;
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -49,6 +51,8 @@ impl MetaError {
     }
 }
 
+pub use leases::{LeaseGuard, LeaseMode, Leases, LocalLeases};
+
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
 /// A stored manifest, as the registry needs it to answer GET, HEAD and referrers.
@@ -75,6 +79,18 @@ pub struct NewManifest {
     /// Child manifests (of an index) that must be stored in the repository.
     pub children: Vec<Digest>,
     pub tag: Option<Tag>,
+    /// Whether this put stored the manifest's bytes, or found them stored before it.
+    pub stored: Stored,
+}
+
+/// Whether the caller of a write that links a blob stored its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored (again) by this caller, holding the digest's exclusive lease: a collection's
+    /// mark on the blob is cleared, since these bytes were written after it.
+    Anew,
+    /// Found stored: the link is made only if no collection has marked the blob.
+    Already,
 }
 
 /// Why [`MetaStore::put_manifest`] refused a manifest.
@@ -90,6 +106,9 @@ pub enum PutRefusal {
     },
     /// A child manifest is not stored in the repository.
     ManifestUnknown(Digest),
+    /// The manifest's own bytes were found stored ([`Stored::Already`]), but a collection
+    /// has marked them deleting (or forgotten them) since.
+    BytesGone,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,10 +220,13 @@ pub struct Page<'a> {
     pub limit: Option<u64>,
 }
 
+/// The facts, and the leases of whoever shares them (see [`leases`]).
 #[async_trait]
-pub trait MetaStore: Send + Sync + 'static {
-    /// Records that `repo` may see the blob `digest` of `size` bytes, creating the repository
-    /// and the blob record if needed. Idempotent.
+pub trait MetaStore: Leases + Send + Sync + 'static {
+    /// Records that `repo` may see the blob `digest` of `size` bytes, whose bytes the caller
+    /// has just stored under the digest's exclusive lease: creates the repository and the
+    /// blob record if needed, and clears a collection's mark (the bytes are newer than it).
+    /// Idempotent.
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()>;
 
     /// In one transaction: links the blob in the session's repository as
@@ -213,6 +235,16 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn finish_upload(&self, session: &UploadRecord, digest: &Digest, size: u64)
         -> Result<()>;
 
+    /// In one transaction: if `from` links `digest`, links it in `repo` too and returns its
+    /// size; else `None`, and nothing changes. A blob a collection has marked is linked
+    /// nowhere, so it is never mounted.
+    async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>>;
+
     /// The size of `digest` if `repo` may see it, else `None`.
     async fn linked_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>>;
 
@@ -220,9 +252,11 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool>;
 
     /// In one transaction: checks that every referenced blob is linked in the repository with
-    /// the declared size and every child manifest is stored there (else a refusal, and
-    /// nothing changes), then stores the manifest row and its references, links the manifest's
-    /// own blob, and points the tag at it when one is given.
+    /// the declared size and every child manifest is stored there, and, for bytes found
+    /// stored ([`Stored::Already`]), that the manifest's own blob is live (else a refusal,
+    /// and nothing changes); then stores the manifest row and its references, links the
+    /// manifest's own blob (clearing a mark when [`Stored::Anew`]), and points the tag at it
+    /// when one is given.
     async fn put_manifest(&self, m: &NewManifest) -> Result<Result<(), PutRefusal>>;
 
     /// The manifest a tag or digest names in `repo`, if any.
@@ -285,9 +319,10 @@ pub trait MetaStore: Send + Sync + 'static {
     /// In one transaction, for each of `digests` that is still garbage at `cutoff` (as
     /// [`MetaStore::garbage_blobs`] says): marks it deleting and removes its links, so that no
     /// repository sees it and no manifest can reference it from then on. Returns the marked
-    /// ones. Linking a marked blob again ([`MetaStore::link_blob`],
-    /// [`MetaStore::finish_upload`], the manifest's own blob in [`MetaStore::put_manifest`])
-    /// clears the mark.
+    /// ones. Only a caller that stored the bytes again links a marked blob
+    /// ([`MetaStore::link_blob`], [`MetaStore::finish_upload`], [`MetaStore::put_manifest`]
+    /// with [`Stored::Anew`]), which clears the mark; mounts and puts of bytes found stored
+    /// are refused.
     async fn mark_deleting(&self, digests: &[Digest], cutoff: i64) -> Result<Vec<Digest>>;
 
     /// Blobs marked deleting, with their sizes, including those a collection left marked

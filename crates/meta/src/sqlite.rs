@@ -18,11 +18,12 @@
 //! checkpoint makes it durable. WAL mode with `NORMAL` cannot corrupt the database in a crash,
 //! it can only lose the last commits.
 
+use crate::leases::{LeaseGuard, LeaseMode, Leases, LocalLeases};
 use crate::sql;
 use crate::tag_lists::{self, TagLists};
 use crate::{
     ManifestInfo, ManifestRecord, MetaError, MetaStore, Names, NewManifest, Page, PutRefusal,
-    RepoContents, RepoUsage, Result, TagInfo, UploadRecord, UploadState, Usage,
+    RepoContents, RepoUsage, Result, Stored, TagInfo, UploadRecord, UploadState, Usage,
 };
 use async_trait::async_trait;
 use berth_oci::{Digest, ErrorKind, Reference, RepoName, Tag, UploadId};
@@ -70,6 +71,10 @@ struct Queued {
 }
 
 pub struct SqliteMeta {
+    /// Held (locked) while open: one process serves a SQLite database, so the leases of
+    /// this process are everyone's.
+    _serving: std::fs::File,
+    leases: LocalLeases,
     jobs: mpsc::Sender<Queued>,
     reader: SqlitePool,
     /// Whole tag lists read recently; this process is the database's only writer, so it
@@ -94,6 +99,7 @@ impl SqliteMeta {
                 .await
                 .map_err(MetaError::io)?;
         }
+        let serving = serve_alone(path)?;
         let base = SqliteConnectOptions::new()
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
@@ -111,6 +117,8 @@ impl SqliteMeta {
         let (jobs, queue) = mpsc::channel(1024);
         tokio::spawn(write_loop(writer, queue));
         Ok(SqliteMeta {
+            _serving: serving,
+            leases: LocalLeases::default(),
             jobs,
             reader,
             tag_lists: Arc::default(),
@@ -268,6 +276,32 @@ impl SqliteMeta {
     }
 }
 
+/// Locks `<path>.lock` for as long as the returned file is open, or says which other
+/// process serves the database: the leases of one process hold only if no other process
+/// writes to it. The kernel drops the lock with the process, however it ends.
+fn serve_alone(path: &Path) -> Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&name)
+        .map_err(MetaError::io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(MetaError::new(
+            ErrorKind::Conflict,
+            format!(
+                "{} is in use by another process: one process serves a SQLite database \
+                 (several nodes share PostgreSQL)",
+                path.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(MetaError::io(e)),
+    }
+}
+
 /// A write-ahead log left without its database (`meta.db` deleted, `meta.db-wal` kept) is
 /// refused: SQLite would replay its pages into the new database.
 fn refuse_orphan_log(path: &Path) -> Result<()> {
@@ -403,6 +437,15 @@ async fn put_manifest_in(
             }
         }
     }
+    if m.stored == Stored::Already {
+        let live = sqlx::query(sql::BLOB_LIVE)
+            .bind(&digest)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if live.is_none() {
+            return Ok(Err(PutRefusal::BytesGone));
+        }
+    }
     for c in &m.children {
         let row = sqlx::query(sql::MANIFEST_EXISTS)
             .bind(repo)
@@ -536,6 +579,21 @@ async fn run_batch(
 }
 
 #[async_trait]
+impl Leases for SqliteMeta {
+    async fn digest(&self, digest: &Digest, mode: LeaseMode) -> Result<LeaseGuard> {
+        self.leases.digest(digest, mode).await
+    }
+
+    async fn try_session(&self, id: &UploadId) -> Result<Option<LeaseGuard>> {
+        self.leases.try_session(id).await
+    }
+
+    async fn try_job(&self, name: &str) -> Result<Option<LeaseGuard>> {
+        self.leases.try_job(name).await
+    }
+}
+
+#[async_trait]
 impl MetaStore for SqliteMeta {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
@@ -557,6 +615,29 @@ impl MetaStore for SqliteMeta {
                 link(c, session.repo.as_str(), &digest, size).await?;
                 end_upload(c, &session).await?;
                 Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>> {
+        let (repo, from, d) = (repo.to_string(), from.to_string(), digest.to_string());
+        self.write(Statements::Several, move |c| {
+            Box::pin(async move {
+                let row = sqlx::query(sql::LINKED_BLOB)
+                    .bind(&from)
+                    .bind(&d)
+                    .fetch_optional(&mut *c)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let size = row.try_get::<i64, _>(0)?.max(0) as u64;
+                link(c, &repo, &d, size).await?;
+                Ok(Some(size))
             })
         })
         .await
@@ -1103,6 +1184,19 @@ mod tests {
         }
         let meta = super::SqliteMeta::open(&path).await.unwrap();
         assert_eq!(meta.linked_blob(&repo, &d).await.unwrap(), Some(1));
+    }
+
+    /// A second open of a database that is served already is refused, and says why; the
+    /// first's end frees it.
+    #[tokio::test]
+    async fn one_process_serves_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.db");
+        let first = super::SqliteMeta::open(&path).await.unwrap();
+        let e = super::SqliteMeta::open(&path).await.err().expect("refused");
+        assert!(e.to_string().contains("in use by another process"), "{e}");
+        drop(first);
+        super::SqliteMeta::open(&path).await.unwrap();
     }
 
     /// A write-ahead log whose database is gone is not replayed into a new database: the

@@ -2,7 +2,8 @@
 //! method docs. Backends call [`run`] from their own tests on an empty store.
 
 use crate::{
-    ManifestRecord, MetaStore, Names, NewManifest, Page, PutRefusal, UploadRecord, UploadState,
+    ManifestRecord, MetaStore, Names, NewManifest, Page, PutRefusal, Stored, UploadRecord,
+    UploadState,
 };
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
@@ -57,6 +58,7 @@ pub async fn run(meta: &dyn MetaStore) {
         blobs: vec![(config.clone(), 6), (layer.clone(), 5)],
         children: vec![],
         tag: Some(tag("v1")),
+        stored: Stored::Anew,
     };
     assert_eq!(
         meta.put_manifest(&nm).await.expect("put"),
@@ -112,6 +114,7 @@ pub async fn run(meta: &dyn MetaStore) {
         blobs: vec![],
         children: vec![m1.clone(), missing_child.clone()],
         tag: Some(tag("multi")),
+        stored: Stored::Anew,
     };
     assert_eq!(
         meta.put_manifest(&ni).await.expect("put"),
@@ -372,6 +375,57 @@ pub async fn run(meta: &dyn MetaStore) {
     retention(meta).await;
     accounting(meta).await;
     lists_follow_writes(meta).await;
+    marks_refuse_links_of_bytes_not_stored_again(meta).await;
+}
+
+/// A collection's mark: mounts and puts of bytes found stored are refused from then on;
+/// whoever stores the bytes again links them and clears it. Mounts copy a live link.
+async fn marks_refuse_links_of_bytes_not_stored_again(meta: &dyn MetaStore) {
+    let (x, y) = (repo("marks/x"), repo("marks/y"));
+    let (layer, doomed, m) = (
+        Digest::sha256(b"marks layer"),
+        Digest::sha256(b"marks doomed"),
+        Digest::sha256(b"marks manifest"),
+    );
+    assert_eq!(meta.mount_blob(&y, &x, &layer).await.expect("mount"), None);
+    meta.link_blob(&x, &layer, 4).await.expect("link");
+    assert_eq!(
+        meta.mount_blob(&y, &x, &layer).await.expect("mount"),
+        Some(4)
+    );
+    assert_eq!(meta.linked_blob(&y, &layer).await.expect("linked"), Some(4));
+
+    for d in [&doomed, &m] {
+        meta.link_blob(&x, d, 9).await.expect("link");
+    }
+    let marked = meta
+        .mark_deleting(&[doomed.clone(), m.clone()], i64::MAX)
+        .await
+        .expect("mark");
+    assert_eq!(marked.len(), 2);
+    assert_eq!(meta.mount_blob(&y, &x, &doomed).await.expect("mount"), None);
+    let mut put = image(&x, &m, &[], Some("t"));
+    put.record.size = 9;
+    put.stored = Stored::Already;
+    assert_eq!(
+        meta.put_manifest(&put).await.expect("put"),
+        Err(PutRefusal::BytesGone)
+    );
+    assert!(
+        !meta.blob_live(&m).await.expect("live"),
+        "a refusal changes nothing"
+    );
+    put.stored = Stored::Anew;
+    meta.put_manifest(&put)
+        .await
+        .expect("put")
+        .expect("accepted");
+    assert!(
+        meta.blob_live(&m).await.expect("live"),
+        "stored anew clears the mark"
+    );
+    meta.link_blob(&y, &doomed, 9).await.expect("link");
+    assert!(meta.blob_live(&doomed).await.expect("live"));
 }
 
 /// A tag list read once is never served stale: after every kind of write that changes it,
@@ -440,6 +494,7 @@ fn image(repo: &RepoName, d: &Digest, blobs: &[(&Digest, u64)], t: Option<&str>)
         blobs: blobs.iter().map(|(d, n)| ((*d).clone(), *n)).collect(),
         children: vec![],
         tag: t.map(tag),
+        stored: Stored::Anew,
     }
 }
 

@@ -2,7 +2,7 @@
 //! link in the metadata store; the bytes themselves are shared by every repository.
 
 use crate::{Error, Registry, Result};
-use berth_meta::UploadRecord;
+use berth_meta::{LeaseMode, UploadRecord};
 use berth_oci::range::{parse_range, RangeRequest};
 use berth_oci::{Digest, RepoName};
 use berth_store::ByteStream;
@@ -108,13 +108,12 @@ impl Registry {
         from: Option<&RepoName>,
     ) -> Result<Mount> {
         if let Some(from) = from {
-            // Checked and linked under a share of the digest's lock: a collection cannot take
-            // the blob between the two (see `gc`); other mounts of it go on beside.
-            let _blob = self.digests.share(digest).await;
-            if let Some(size) = self.meta.linked_blob(from, digest).await? {
-                // The link is only as good as the bytes behind it.
-                if self.blobs.stat(digest).await?.is_some() {
-                    self.meta.link_blob(repo, digest, size).await?;
+            // Under a share of the digest's lease: a collection cannot take the blob while
+            // its bytes are checked and the link made; other mounts of it go on beside. The
+            // link is only as good as the bytes behind it.
+            let _blob = self.meta.digest(digest, LeaseMode::Shared).await?;
+            if self.blobs.stat(digest).await?.is_some() {
+                if let Some(size) = self.meta.mount_blob(repo, from, digest).await? {
                     return Ok(Mount::Mounted { size });
                 }
             }

@@ -6,12 +6,14 @@
 //! 2. links nothing in their repository references are pruned once older than the grace
 //!    period, and repositories left with nothing go;
 //! 3. blobs no manifest references and no link made within the grace period protects are
-//!    swept: under each digest's lock, one metadata transaction re-checks and marks them
-//!    deleting (removing every link, so no manifest can reference them any more), then the
-//!    bytes are deleted and the records forgotten. A push holds the same lock from its
-//!    commit to its link, so it either lands before the mark (and the blob is referenced,
-//!    so not marked) or after the bytes are gone (and stores them again). Marks left by an
-//!    interrupted run are finished first;
+//!    swept: under each digest's exclusive lease (held by whoever shares the database),
+//!    one metadata transaction re-checks and marks them deleting (removing every link, so
+//!    no manifest can reference them any more), then the bytes are deleted and the records
+//!    forgotten. A push holds the same lease from storing its bytes to linking them, so it
+//!    either lands before the mark (and the blob is referenced, so not marked) or after the
+//!    bytes are gone (and stores them again); and the transaction links a marked blob only
+//!    for whoever stored its bytes again. Marks left by an interrupted run are finished
+//!    first. One collection runs at a time, under the `gc` job lease;
 //! 4. upload sessions idle for longer than the upload expiry are ended and their bytes
 //!    freed, as are scratch files no open session owns, and old tombstones are forgotten.
 //!
@@ -22,7 +24,7 @@
 use crate::retention::{Deleted, RetentionReport};
 use crate::usage::rfc3339;
 use crate::{millis, Registry, Result};
-use berth_meta::UploadState;
+use berth_meta::{LeaseGuard, LeaseMode, UploadState};
 use berth_oci::{Digest, UploadId};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -98,9 +100,10 @@ fn ago(d: Duration) -> SystemTime {
 }
 
 impl Registry {
-    /// Runs a collection (one at a time: a second waits for the first).
+    /// Runs a collection (one at a time wherever the database is shared: a second waits for
+    /// the first).
     pub async fn collect(&self, req: GcRequest) -> Result<GcReport> {
-        let _running = self.gc_running.lock().await;
+        let _running = self.job_lease("gc").await?;
         let started = Instant::now();
         let now = berth_meta::now_millis();
         let grace = req.grace.unwrap_or(self.opts.gc_grace);
@@ -179,22 +182,33 @@ impl Registry {
         Ok(out)
     }
 
-    /// Takes the locks of `digests` in one order (digest order), which every caller locking
-    /// several keeps; pushes take one digest at a time.
-    async fn lock_all(&self, digests: &[&Digest]) -> Vec<crate::locks::KeyGuard> {
+    /// Takes the exclusive leases of `digests` in one order (digest order), which every
+    /// caller leasing several keeps; pushes take one digest at a time.
+    async fn lock_all(&self, digests: &[&Digest]) -> Result<Vec<LeaseGuard>> {
         let mut sorted = digests.to_vec();
         sorted.sort();
         let mut guards = Vec::with_capacity(sorted.len());
         for d in sorted {
-            guards.push(self.digests.lock(d).await);
+            guards.push(self.meta.digest(d, LeaseMode::Exclusive).await?);
         }
-        guards
+        Ok(guards)
     }
 
-    /// Marks and deletes one batch of garbage, under the digests' locks.
+    /// The lease of the job `name`, waiting while another run (here or on another node)
+    /// holds it.
+    async fn job_lease(&self, name: &str) -> Result<LeaseGuard> {
+        loop {
+            if let Some(lease) = self.meta.try_job(name).await? {
+                return Ok(lease);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Marks and deletes one batch of garbage, under the digests' leases.
     async fn sweep(&self, batch: &[(Digest, u64)], cutoff: i64) -> Result<Vec<BlobGone>> {
         let digests: Vec<&Digest> = batch.iter().map(|(d, _)| d).collect();
-        let _guards = self.lock_all(&digests).await;
+        let _guards = self.lock_all(&digests).await?;
         let list: Vec<Digest> = digests.into_iter().cloned().collect();
         let marked = self.meta.mark_deleting(&list, cutoff).await?;
         let marked: HashSet<&Digest> = marked.iter().collect();
@@ -228,8 +242,8 @@ impl Registry {
             return Ok(Vec::new());
         }
         let digests: Vec<&Digest> = listed.iter().map(|(d, _)| d).collect();
-        let _guards = self.lock_all(&digests).await;
-        // Read again under the locks: a push may have stored one again and cleared its mark.
+        let _guards = self.lock_all(&digests).await?;
+        // Read again under the leases: a push may have stored one again and cleared its mark.
         let still = self.meta.deleting_blobs().await?;
         self.remove_marked(still.iter().filter(|b| listed.contains(b)))
             .await
@@ -249,7 +263,7 @@ impl Registry {
                 expired.insert(rec.id);
                 continue;
             }
-            let Some(_session) = self.uploads.try_lock(&rec.id) else {
+            let Some(_session) = self.meta.try_session(&rec.id).await? else {
                 continue;
             };
             self.meta.end_upload(&rec).await?;
@@ -260,7 +274,7 @@ impl Registry {
             if modified >= before_time || expired.contains(&id) {
                 continue;
             }
-            let Some(_session) = self.uploads.try_lock(&id) else {
+            let Some(_session) = self.meta.try_session(&id).await? else {
                 continue;
             };
             match self.meta.upload(&id).await? {
@@ -283,8 +297,10 @@ impl Registry {
         Ok((expired.len() as u64, temporary))
     }
 
-    /// Compares the blob store with the records and repairs what can be repaired.
+    /// Compares the blob store with the records and repairs what can be repaired (one run at
+    /// a time wherever the database is shared).
     pub async fn reconcile(&self, req: GcRequest) -> Result<ReconcileReport> {
+        let _running = self.job_lease("reconcile").await?;
         let started = Instant::now();
         let grace = req.grace.unwrap_or(self.opts.gc_grace);
         let young = ago(grace);
@@ -315,9 +331,9 @@ impl Registry {
                 Some(_) => {}
                 None if f.modified >= young => report.orphans_spared += 1,
                 None => {
-                    // Under the lock, and only if still unrecorded: a push links what it
+                    // Under the lease, and only if still unrecorded: a push links what it
                     // commits while holding it.
-                    let _blob = self.digests.lock(&f.digest).await;
+                    let _blob = self.install_lease(&f.digest).await?;
                     if self.meta.blob_record(&f.digest).await?.is_some() {
                         continue;
                     }
@@ -448,35 +464,56 @@ mod tests {
         assert_eq!(reg.usage().await.unwrap().physical_bytes, 0);
     }
 
-    /// A memory store whose deletes take a while: it widens the window between a
-    /// collection's mark and its delete, where a push without the digest lock would link
-    /// bytes about to vanish.
-    struct SlowDeletes(berth_store::memory::MemoryStore);
+    /// A memory store with hooks into its timing: deletes that take a while (widening the
+    /// window between a collection's mark and its delete), and a gate that, once armed,
+    /// holds the next store of bytes (a put or a commit) after it is done and before its
+    /// caller links them.
+    #[derive(Default)]
+    struct Hooked {
+        inner: berth_store::memory::MemoryStore,
+        slow_deletes: bool,
+        armed: std::sync::atomic::AtomicBool,
+        stored: tokio::sync::Notify,
+        go: tokio::sync::Notify,
+    }
+
+    impl Hooked {
+        async fn gate(&self) {
+            if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.stored.notify_one();
+                self.go.notified().await;
+            }
+        }
+    }
 
     #[async_trait::async_trait]
-    impl BlobStore for SlowDeletes {
+    impl BlobStore for Hooked {
         async fn stat(&self, d: &Digest) -> StoreResult<Option<u64>> {
-            self.0.stat(d).await
+            self.inner.stat(d).await
         }
         async fn read(
             &self,
             d: &Digest,
             r: Option<(u64, u64)>,
         ) -> StoreResult<ByteStream<'static>> {
-            self.0.read(d, r).await
+            self.inner.read(d, r).await
         }
         async fn put(&self, d: &Digest, b: Bytes) -> StoreResult<()> {
-            self.0.put(d, b).await
+            self.inner.put(d, b).await?;
+            self.gate().await;
+            Ok(())
         }
         async fn delete(&self, d: &Digest) -> StoreResult<()> {
-            tokio::time::sleep(Duration::from_millis(3)).await;
-            self.0.delete(d).await
+            if self.slow_deletes {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            self.inner.delete(d).await
         }
         async fn list(&self) -> StoreResult<Vec<berth_store::BlobEntry>> {
-            self.0.list().await
+            self.inner.list().await
         }
         async fn uploads(&self) -> StoreResult<Vec<(berth_oci::UploadId, std::time::SystemTime)>> {
-            self.0.uploads().await
+            self.inner.uploads().await
         }
         async fn append(
             &self,
@@ -485,10 +522,10 @@ mod tests {
             body: ByteStream<'_>,
             durability: berth_store::Durability,
         ) -> StoreResult<u64> {
-            self.0.append(id, offset, body, durability).await
+            self.inner.append(id, offset, body, durability).await
         }
         async fn upload_len(&self, id: &berth_oci::UploadId) -> StoreResult<u64> {
-            self.0.upload_len(id).await
+            self.inner.upload_len(id).await
         }
         async fn read_upload(
             &self,
@@ -496,14 +533,51 @@ mod tests {
             from: u64,
             to: u64,
         ) -> StoreResult<ByteStream<'static>> {
-            self.0.read_upload(id, from, to).await
+            self.inner.read_upload(id, from, to).await
         }
         async fn commit(&self, id: &berth_oci::UploadId, d: &Digest, len: u64) -> StoreResult<u64> {
-            self.0.commit(id, d, len).await
+            let n = self.inner.commit(id, d, len).await?;
+            self.gate().await;
+            Ok(n)
         }
         async fn abort(&self, id: &berth_oci::UploadId) -> StoreResult<()> {
-            self.0.abort(id).await
+            self.inner.abort(id).await
         }
+    }
+
+    /// Two registries on one database and one blob store, as two nodes are: one finishes an
+    /// upload of bytes that are stored already (garbage, as nothing references them) while
+    /// the other's collection runs between its store and its link. The acknowledged upload
+    /// keeps its bytes: the collection waits for the digest's lease, and then finds the
+    /// blob freshly linked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_collection_on_another_node_never_deletes_bytes_an_upload_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = std::sync::Arc::new(
+            berth_meta::sqlite::SqliteMeta::open(&dir.path().join("meta.db"))
+                .await
+                .unwrap(),
+        );
+        let store = std::sync::Arc::new(Hooked::default());
+        let open = || Registry::open(store.clone(), meta.clone(), crate::Options::default());
+        let (a, b) = (open().await.unwrap(), open().await.unwrap());
+        let (old, new): (RepoName, RepoName) = ("old".parse().unwrap(), "new".parse().unwrap());
+        let data = vec![7u8; 3000];
+        let d = push_blob(&a, &old, data.clone()).await.unwrap();
+
+        store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let into = new.clone();
+        let upload = tokio::spawn(async move { push_blob(&b, &into, data).await });
+        store.stored.notified().await;
+        let collection = tokio::spawn(async move { a.collect(NOW).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        store.go.notify_one();
+        assert_eq!(upload.await.unwrap().unwrap(), d);
+        collection.await.unwrap().unwrap();
+
+        use berth_meta::MetaStore;
+        assert_eq!(meta.linked_blob(&new, &d).await.unwrap(), Some(3000));
+        assert_eq!(store.stat(&d).await.unwrap(), Some(3000), "bytes deleted");
     }
 
     /// Pushes of images sharing layers race a collector with no grace period: every push
@@ -515,7 +589,10 @@ mod tests {
             .await
             .unwrap();
         let reg = Registry::open(
-            std::sync::Arc::new(SlowDeletes(berth_store::memory::MemoryStore::new())),
+            std::sync::Arc::new(Hooked {
+                slow_deletes: true,
+                ..Hooked::default()
+            }),
             std::sync::Arc::new(meta),
             crate::Options::default(),
         )
@@ -552,7 +629,7 @@ mod tests {
                         let mut ds = Vec::new();
                         for l in &layers {
                             // Every other image mounts its layer from the next pusher's
-                            // repository when it is there (mounts share the digest's lock).
+                            // repository when it is there (mounts share the digest's lease).
                             let d = Digest::sha256(l);
                             let from: RepoName = format!("race/{}", (p + 1) % 4).parse().unwrap();
                             let mounted = i % 2 == 1

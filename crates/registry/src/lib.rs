@@ -10,7 +10,6 @@
 //! - [`cache`]: manifest bytes by digest, and what tags and digests resolve to.
 //! - [`retention`]: which tags and manifests a collection deletes, by policy.
 //! - [`usage`]: storage accounting from metadata, and pull times.
-//! - `locks`: one writer per upload session, one committer or collector per digest.
 //! - [`gc`]: online garbage collection and reconciliation with the blob store.
 //! - [`error`]: the domain error, which knows its spec error code.
 
@@ -25,7 +24,6 @@ pub mod error;
 pub mod gc;
 mod ids;
 pub mod listing;
-mod locks;
 pub mod manifests;
 pub mod retention;
 pub mod uploads;
@@ -79,13 +77,10 @@ pub struct Registry {
     blobs: Arc<dyn BlobStore>,
     meta: Arc<dyn MetaStore>,
     opts: Arc<Options>,
-    uploads: Arc<locks::KeyedLocks<berth_oci::UploadId>>,
-    digests: Arc<locks::KeyedLocks<berth_oci::Digest>>,
     manifests: Arc<cache::ManifestCache>,
     resolved: Arc<cache::ResolveCache>,
     ids: Arc<tokio::sync::OnceCell<ids::IdKey>>,
     pulls: Arc<usage::PullLog>,
-    gc_running: Arc<tokio::sync::Mutex<()>>,
     /// Small whole blobs being finished in memory (see `uploads::SMALL_BLOB`).
     small: Arc<tokio::sync::Semaphore>,
     /// When this process opened the registry (milliseconds): an upload record written since
@@ -105,13 +100,10 @@ impl Registry {
             blobs,
             meta,
             opts: Arc::new(opts),
-            uploads: Arc::default(),
-            digests: Arc::default(),
             manifests,
             resolved: Arc::default(),
             ids: Arc::default(),
             pulls: Arc::default(),
-            gc_running: Arc::default(),
             small: Arc::new(tokio::sync::Semaphore::new(uploads::SMALL_BLOBS)),
             started_at: berth_meta::now_millis(),
         };

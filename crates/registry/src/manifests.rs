@@ -6,7 +6,7 @@
 //! exist: referrers may be pushed before what they refer to.
 
 use crate::{Error, Registry, Result};
-use berth_meta::{ManifestRecord, NewManifest, PutRefusal};
+use berth_meta::{LeaseMode, ManifestRecord, NewManifest, PutRefusal, Stored};
 use berth_oci::manifest::Manifest;
 use berth_oci::{media, Digest, ErrorCode, Reference, RepoName};
 use bytes::Bytes;
@@ -75,7 +75,7 @@ impl Registry {
                 .and_then(|a| serde_json::to_string(a).ok()),
             pushed_at: berth_meta::now_millis(),
         };
-        let new = NewManifest {
+        let mut new = NewManifest {
             repo: repo.clone(),
             record,
             blobs: manifest
@@ -88,51 +88,54 @@ impl Registry {
                 .map(|d| d.digest.clone())
                 .collect(),
             tag,
+            stored: Stored::Anew,
         };
-        // Bytes first, durable, then the facts: a crash in between leaves only an orphan blob.
-        // Both under the digest's lock, so that a collection never deletes the bytes between.
-        // Bytes stored and recorded already (a new tag of a manifest, the same manifest in
-        // another repository) are not written again, and then the lock is only shared: such
-        // puts commit together instead of one after another. A collection takes the lock
-        // whole to mark a blob deleting, so a live record stays live until the commit.
-        // The file is looked at first: for a new manifest, the common case, that one stat is
-        // all this costs, without a trip to the database.
-        let shared = self.digests.share(&digest).await;
-        let stored = self.blobs.stat(&digest).await? == Some(new.record.size)
-            && self.meta.blob_live(&digest).await?;
-        let blob = if stored {
-            shared
-        } else {
-            drop(shared);
-            let whole = self.digests.lock(&digest).await;
-            self.blobs.put(&digest, body).await?;
-            whole
-        };
-        let put = self.meta.put_manifest(&new).await;
-        if !stored && !matches!(put, Ok(Ok(()))) {
+        let put = self.store_and_record(&mut new, body).await;
+        self.resolved.invalidate();
+        put?.map_err(refused)?;
+        Ok(Pushed {
+            digest,
+            subject: new.record.subject,
+        })
+    }
+
+    /// Stores the manifest's bytes durably, then its facts, under the digest's lease: a
+    /// crash in between leaves only an orphan blob, and a collection never deletes the bytes
+    /// between the two. Bytes stored and live already (a new tag of a manifest, the same
+    /// manifest in another repository) are not written again and the lease is only shared,
+    /// so such puts commit together; should a collection have marked them meanwhile, the
+    /// transaction refuses, and they are written anew under the whole lease. The file is
+    /// looked at first: for a new manifest, the common case, one stat is all that costs.
+    async fn store_and_record(
+        &self,
+        new: &mut NewManifest,
+        body: Bytes,
+    ) -> Result<Result<(), PutRefusal>> {
+        let digest = new.record.digest.clone();
+        {
+            let _shared = self.meta.digest(&digest, LeaseMode::Shared).await?;
+            if self.blobs.stat(&digest).await? == Some(new.record.size)
+                && self.meta.blob_live(&digest).await?
+            {
+                new.stored = Stored::Already;
+                match self.meta.put_manifest(new).await? {
+                    Err(PutRefusal::BytesGone) => {}
+                    put => return Ok(put),
+                }
+            }
+        }
+        let _whole = self.install_lease(&digest).await?;
+        self.blobs.put(&digest, body).await?;
+        new.stored = Stored::Anew;
+        let put = self.meta.put_manifest(new).await;
+        if !matches!(put, Ok(Ok(()))) {
             // Refused (or failed): bytes nothing records would stay on disk until a
             // reconciliation; take them back now, unless the same manifest is stored already.
             if let Ok(None) = self.meta.blob_record(&digest).await {
                 self.blobs.delete(&digest).await.ok();
             }
         }
-        drop(blob);
-        self.resolved.invalidate();
-        match put? {
-            Ok(()) => Ok(Pushed { digest, subject: new.record.subject }),
-            Err(PutRefusal::BlobUnknown(d)) => Err(Error::spec(ErrorCode::ManifestBlobUnknown, "manifest references a blob unknown to this repository")
-                .with_detail(serde_json::json!({ "digest": d }))),
-            Err(PutRefusal::ManifestUnknown(d)) => Err(Error::spec(
-                ErrorCode::ManifestBlobUnknown,
-                "index references a manifest unknown to this repository",
-            )
-            .with_detail(serde_json::json!({ "digest": d }))),
-            Err(PutRefusal::SizeMismatch { digest, stored, declared }) => Err(Error::spec(
-                ErrorCode::ManifestInvalid,
-                format!("descriptor size {declared} of {digest} does not match the blob's {stored} bytes"),
-            )
-            .with_detail(serde_json::json!({ "digest": digest }))),
-        }
+        Ok(put?)
     }
 
     /// The record of a manifest (HEAD), checked against the client's `Accept` values.
@@ -225,6 +228,35 @@ impl Registry {
             Ok(Some(_)) => Error::manifest_unknown(reference),
             Err(e) => e.into(),
         }
+    }
+}
+
+/// The spec's answer to a manifest the metadata store refused.
+fn refused(refusal: PutRefusal) -> Error {
+    match refusal {
+        PutRefusal::BlobUnknown(d) => Error::spec(
+            ErrorCode::ManifestBlobUnknown,
+            "manifest references a blob unknown to this repository",
+        )
+        .with_detail(serde_json::json!({ "digest": d })),
+        PutRefusal::ManifestUnknown(d) => Error::spec(
+            ErrorCode::ManifestBlobUnknown,
+            "index references a manifest unknown to this repository",
+        )
+        .with_detail(serde_json::json!({ "digest": d })),
+        PutRefusal::SizeMismatch {
+            digest,
+            stored,
+            declared,
+        } => Error::spec(
+            ErrorCode::ManifestInvalid,
+            format!(
+                "descriptor size {declared} of {digest} does not match the blob's {stored} bytes"
+            ),
+        )
+        .with_detail(serde_json::json!({ "digest": digest })),
+        // Only a put of bytes stored before is refused so, and such a put is retried.
+        PutRefusal::BytesGone => Error::Internal("manifest bytes gone during a put".into()),
     }
 }
 

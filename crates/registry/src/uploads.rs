@@ -18,7 +18,7 @@
 //! `caught_up`).
 
 use crate::{Error, Registry, Result};
-use berth_meta::{UploadRecord, UploadState};
+use berth_meta::{LeaseGuard, LeaseMode, UploadRecord, UploadState};
 use berth_oci::range::ChunkRange;
 use berth_oci::{Algorithm, Digest, DigestHasher, ErrorCode, RepoName, UploadId};
 use berth_store::{ByteStream, Durability};
@@ -117,10 +117,15 @@ fn lock_busy() -> Error {
 }
 
 impl Registry {
-    /// The session's lock: one writer per session, and a second request on a busy session
+    /// The session's lease: one writer per session, and a second request on a busy session
     /// is refused rather than queued, since two writers at one offset cannot both be right.
-    fn lock_session(&self, id: &UploadId) -> Result<crate::locks::KeyGuard> {
-        self.uploads.try_lock(id).ok_or_else(lock_busy)
+    async fn lock_session(&self, id: &UploadId) -> Result<LeaseGuard> {
+        self.meta.try_session(id).await?.ok_or_else(lock_busy)
+    }
+
+    /// The digest's lease, to store its bytes and link them (see `berth_meta::leases`).
+    pub(crate) async fn install_lease(&self, digest: &Digest) -> Result<LeaseGuard> {
+        Ok(self.meta.digest(digest, LeaseMode::Exclusive).await?)
     }
 
     /// Opens a new upload session in `repo`. Nothing is written until it receives bytes.
@@ -143,7 +148,7 @@ impl Registry {
             // Under the session's lock, like every request that moves it, and from the
             // record as it stands under the lock; one that holds the lock is answered as
             // recorded.
-            if let Ok(_guard) = self.lock_session(id) {
+            if let Ok(_guard) = self.lock_session(id).await {
                 rec = self.session(repo, id).await?;
                 rec = self.caught_up(rec).await?;
             }
@@ -288,7 +293,7 @@ impl Registry {
         chunk: ChunkInfo,
         body: ByteStream<'_>,
     ) -> Result<UploadRecord> {
-        let _guard = self.lock_session(id)?;
+        let _guard = self.lock_session(id).await?;
         let rec = self.session(repo, id).await?;
         let rec = self.caught_up(rec).await?;
         let expected = expected_len(&rec, chunk)?;
@@ -308,7 +313,7 @@ impl Registry {
         chunk: ChunkInfo,
         body: Option<ByteStream<'_>>,
     ) -> Result<u64> {
-        let _guard = self.lock_session(id)?;
+        let _guard = self.lock_session(id).await?;
         let rec = self.session(repo, id).await?;
         let rec = self.caught_up(rec).await?;
         self.finish(rec, digest, chunk, body).await
@@ -342,9 +347,9 @@ impl Registry {
             }
         };
         verify(hasher, digest)?;
-        // Committed and linked under the digest's lock, so that a collection never deletes
+        // Committed and linked under the digest's lease, so that a collection never deletes
         // the bytes between the two (see `gc`).
-        let _blob = self.digests.lock(digest).await;
+        let _blob = self.install_lease(digest).await?;
         let size = self
             .blobs
             .commit(&rec.id, digest, rec.offset)
@@ -372,7 +377,7 @@ impl Registry {
             bytes.extend_from_slice(&chunk);
         }
         verify(hasher, digest)?;
-        let _blob = self.digests.lock(digest).await;
+        let _blob = self.install_lease(digest).await?;
         self.blobs.put(digest, bytes.freeze()).await?;
         let rec = UploadRecord { offset: len, ..rec };
         self.meta.finish_upload(&rec, digest, len).await?;
@@ -391,7 +396,7 @@ impl Registry {
         let rec = self.start_upload(repo).await?;
         let id = rec.id.clone();
         let result = {
-            let _guard = self.lock_session(&id)?;
+            let _guard = self.lock_session(&id).await?;
             self.finish(rec, digest, chunk, Some(body)).await
         };
         if result.is_err() {
@@ -403,7 +408,7 @@ impl Registry {
 
     /// Cancels a session (DELETE) and frees its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
-        let _guard = self.lock_session(id)?;
+        let _guard = self.lock_session(id).await?;
         let rec = self.upload_status(repo, id).await?;
         self.meta.end_upload(&rec).await?;
         self.blobs.abort(&rec.id).await?;

@@ -587,9 +587,6 @@ fn prefixed_files(dir: &Path) -> io::Result<Vec<(String, std::fs::Metadata)>> {
 
 /// Renames `from` to `to` durably, unless `to` exists (content-addressed: same bytes).
 fn install(from: &Path, to: &Path) -> io::Result<()> {
-    if to.exists() {
-        return std::fs::remove_file(from);
-    }
     let parent = to
         .parent()
         .ok_or_else(|| io::Error::other("blob path has no parent"))?;
@@ -716,11 +713,7 @@ impl BlobStore for FsStore {
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
         let target = self.blob_path(digest);
         let tmp = self.root.join("tmp").join(uuid_like());
-        // One trip to the blocking pool, the existence check included.
         Ok(blocking(move || {
-            if target.exists() {
-                return Ok(());
-            }
             let mut f = File::create(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;

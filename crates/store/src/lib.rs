@@ -118,7 +118,8 @@ pub trait BlobStore: Send + Sync + 'static {
     }
 
     /// Stores small content (manifests) under its digest, which the caller has verified.
-    /// Durable when it returns; idempotent when the blob exists.
+    /// Durable when it returns. A blob already there is stored anew (the same content): the
+    /// caller relies on bytes written after any collection's mark.
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()>;
 
     /// Removes a committed blob; deleting an absent blob is not an error.
@@ -197,8 +198,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Makes the first `len` bytes of the upload readable under `digest`, which the caller has
     /// verified over exactly those bytes; bytes past `len` (left by an append whose caller
     /// never recorded it) are cut off first, fewer than `len` is `Offset`. Removes the scratch
-    /// space. If the blob already exists the upload is simply dropped. The blob is durable,
-    /// and never visible partially, when it returns. Returns its size.
+    /// space. A blob already there is replaced by these bytes (the same content), so they
+    /// are stored anew after any collection's mark. The blob is durable, and never visible
+    /// partially, when it returns. Returns its size.
     async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64>;
 
     /// Removes an upload's scratch space; an absent upload is not an error.

@@ -53,9 +53,7 @@ impl BlobStore for MemoryStore {
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
-        lock(&self.blobs)
-            .entry(digest.clone())
-            .or_insert((bytes, SystemTime::now()));
+        lock(&self.blobs).insert(digest.clone(), (bytes, SystemTime::now()));
         Ok(())
     }
 
@@ -141,9 +139,7 @@ impl BlobStore for MemoryStore {
             });
         }
         up.truncate(len as usize);
-        lock(&self.blobs)
-            .entry(digest.clone())
-            .or_insert_with(|| (Bytes::from(up), SystemTime::now()));
+        lock(&self.blobs).insert(digest.clone(), (Bytes::from(up), SystemTime::now()));
         Ok(len)
     }
 

@@ -6,8 +6,6 @@
 //! - [`sqlite`]: the default embedded backend.
 //! - [`leases`]: exclusivity across processes (digests, upload sessions, scheduled jobs).
 //! - [`sql`]: the SQL text, written once in the dialect SQLite and PostgreSQL share.
-//! - [`tag_lists`]: whole tag lists kept in memory by a backend that is its database's only
-//!   writer.
 
 use async_trait::async_trait;
 use berth_oci::{Digest, ErrorKind, Reference, RepoName, Tag, UploadId};
@@ -17,7 +15,6 @@ pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod sqlx_errors;
-pub mod tag_lists;
 pub mod testsuite;
 
 /// A metadata failure: its kind says what a caller may do about it; its message, for the
@@ -123,96 +120,6 @@ pub struct UploadRecord {
     pub updated_at: i64,
 }
 
-/// Names in byte order: a page of a list that may be shared (with [`tag_lists`]), so a long
-/// list is answered without copying a name. Reads as a `[String]`.
-#[derive(Clone, Default)]
-pub struct Names {
-    list: std::sync::Arc<Vec<String>>,
-    range: std::ops::Range<usize>,
-}
-
-impl Names {
-    /// `start..end` of a shared list (clamped to it).
-    pub fn slice(list: std::sync::Arc<Vec<String>>, start: usize, end: usize) -> Names {
-        let end = end.min(list.len());
-        let start = start.min(end);
-        Names {
-            list,
-            range: start..end,
-        }
-    }
-
-    /// What tells this very page of this very list from any other (not merely equal names),
-    /// without keeping the names: a shared list is never changed, so whatever was derived
-    /// from it holds while it is handed out.
-    pub fn id(&self) -> NamesId {
-        NamesId {
-            list: std::sync::Arc::downgrade(&self.list),
-            range: self.range.clone(),
-        }
-    }
-
-    /// Keeps the first `n` names.
-    pub fn truncate(&mut self, n: usize) {
-        self.range.end = self.range.end.min(self.range.start + n);
-    }
-}
-
-/// See [`Names::id`]. It keeps the list's allocation (not its names), so no other list can
-/// take its address.
-#[derive(Clone, Debug)]
-pub struct NamesId {
-    list: std::sync::Weak<Vec<String>>,
-    range: std::ops::Range<usize>,
-}
-
-impl NamesId {
-    /// Whether `names` is the page this id was taken from.
-    pub fn is(&self, names: &Names) -> bool {
-        std::ptr::eq(self.list.as_ptr(), std::sync::Arc::as_ptr(&names.list))
-            && self.range == names.range
-    }
-
-    /// Whether the list is still held anywhere: once it is not, nothing can match it again.
-    pub fn alive(&self) -> bool {
-        self.list.strong_count() > 0
-    }
-}
-
-impl From<Vec<String>> for Names {
-    fn from(v: Vec<String>) -> Names {
-        let end = v.len();
-        Names::slice(std::sync::Arc::new(v), 0, end)
-    }
-}
-
-impl std::ops::Deref for Names {
-    type Target = [String];
-    fn deref(&self) -> &[String] {
-        &self.list[self.range.clone()]
-    }
-}
-
-impl std::fmt::Debug for Names {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-impl PartialEq for Names {
-    fn eq(&self, other: &Names) -> bool {
-        **self == **other
-    }
-}
-
-impl Eq for Names {}
-
-impl<T: AsRef<str>> PartialEq<Vec<T>> for Names {
-    fn eq(&self, other: &Vec<T>) -> bool {
-        self.len() == other.len() && self.iter().zip(other).all(|(a, b)| a == b.as_ref())
-    }
-}
-
 /// A page request: entries strictly after `after`, at most `limit` of them (all when `None`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Page<'a> {
@@ -273,7 +180,14 @@ pub trait MetaStore: Leases + Send + Sync + 'static {
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool>;
 
     /// Tags of `repo` in byte order, paged; `None` when the repository does not exist.
-    async fn tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Names>>;
+    async fn tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Vec<String>>>;
+
+    /// The change generation: a number that every committed write changing what a tag or
+    /// digest resolves to, a tag list, or the set of repositories makes larger, whoever
+    /// made it (any process on the same database). A cache keeps what it read with the
+    /// generation read *before* reading it, and serves it only while the generation is the
+    /// same; so nothing committed before a read is missed by what the read's entry serves.
+    async fn generation(&self) -> Result<u64>;
 
     /// Repository names in byte order, paged.
     async fn repositories(&self, page: Page<'_>) -> Result<Vec<String>>;

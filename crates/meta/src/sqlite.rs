@@ -20,9 +20,8 @@
 
 use crate::leases::{LeaseGuard, LeaseMode, Leases, LocalLeases};
 use crate::sql;
-use crate::tag_lists::{self, TagLists};
 use crate::{
-    ManifestInfo, ManifestRecord, MetaError, MetaStore, Names, NewManifest, Page, PutRefusal,
+    ManifestInfo, ManifestRecord, MetaError, MetaStore, NewManifest, Page, PutRefusal,
     RepoContents, RepoUsage, Result, Stored, TagInfo, UploadRecord, UploadState, Usage,
 };
 use async_trait::async_trait;
@@ -34,6 +33,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Row};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -77,16 +77,16 @@ pub struct SqliteMeta {
     leases: LocalLeases,
     jobs: mpsc::Sender<Queued>,
     reader: SqlitePool,
-    /// Whole tag lists read recently; this process is the database's only writer, so it
-    /// knows every change to them (see [`TagLists`]).
-    tag_lists: Arc<TagLists>,
+    /// The change generation (see [`MetaStore::generation`]): this process is the
+    /// database's only writer, so it sees every change.
+    generation: Arc<AtomicU64>,
 }
 
-/// Whether a write can change a tag list or remove a repository: those announce their
-/// commit to the tag-list cache.
+/// Whether a write can change what a tag or digest resolves to, or a tag list, or remove a
+/// repository: those bump the change generation once committed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Touches {
-    Tags,
+    Resolutions,
     Other,
 }
 
@@ -121,7 +121,7 @@ impl SqliteMeta {
             leases: LocalLeases::default(),
             jobs,
             reader,
-            tag_lists: Arc::default(),
+            generation: Arc::default(),
         })
     }
 
@@ -165,7 +165,7 @@ impl SqliteMeta {
     }
 
     /// [`SqliteMeta::write`], for a write that may change what `touches` says: the writer
-    /// task announces its commit to the tag-list cache before answering, whether or not the
+    /// task bumps the change generation before answering, whether or not the
     /// caller is still waiting.
     async fn write_touching<T, F>(
         &self,
@@ -191,7 +191,7 @@ impl SqliteMeta {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        let tag_lists = (touches == Touches::Tags).then(|| self.tag_lists.clone());
+        let generation = (touches == Touches::Resolutions).then(|| self.generation.clone());
         let (tx, rx) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
@@ -199,8 +199,8 @@ impl SqliteMeta {
                 let ok = result.is_ok();
                 let reply: Reply = Box::new(move |committed| {
                     // Also on a failed commit: what is on disk is then unknown.
-                    if let Some(t) = tag_lists {
-                        t.invalidate();
+                    if let Some(g) = generation {
+                        g.fetch_add(1, Ordering::AcqRel);
                     }
                     let _ = tx.send(match committed {
                         Ok(()) => result,
@@ -234,7 +234,7 @@ impl SqliteMeta {
         digest: &Digest,
     ) -> Result<bool> {
         let (repo, d) = (repo.to_string(), digest.to_string());
-        self.write_touching(Touches::Tags, Statements::Several, move |c| {
+        self.write_touching(Touches::Resolutions, Statements::Several, move |c| {
             Box::pin(async move {
                 let r = sqlx::query(statement)
                     .bind(&repo)
@@ -665,13 +665,8 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn put_manifest(&self, m: &NewManifest) -> Result<Result<(), PutRefusal>> {
-        let touches = if m.tag.is_some() {
-            Touches::Tags
-        } else {
-            Touches::Other
-        };
         let m = m.clone();
-        self.write_touching(touches, Statements::Several, move |c| {
+        self.write_touching(Touches::Resolutions, Statements::Several, move |c| {
             Box::pin(put_manifest_in(c, m))
         })
         .await
@@ -708,19 +703,18 @@ impl MetaStore for SqliteMeta {
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
         self.changes(
-            Touches::Tags,
+            Touches::Resolutions,
             sql::DELETE_TAG,
             vec![repo.to_string(), tag.to_string()],
         )
         .await
     }
 
-    async fn tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Names>> {
-        if let Some(all) = self.tag_lists.get(repo.as_str()) {
-            return Ok(Some(tag_lists::page(all, page.after, page.limit)));
-        }
-        // Read before the query: a write committed while it runs makes its list stale.
-        let generation = self.tag_lists.generation();
+    async fn generation(&self) -> Result<u64> {
+        Ok(self.generation.load(Ordering::Acquire))
+    }
+
+    async fn tags(&self, repo: &RepoName, page: Page<'_>) -> Result<Option<Vec<String>>> {
         let query = match page.limit {
             Some(_) => sqlx::query(sql::TAGS)
                 .bind(repo.as_str())
@@ -734,12 +728,7 @@ impl MetaStore for SqliteMeta {
         if !row.try_get::<bool, _>(0)? {
             return Ok(None);
         }
-        let names = Arc::new(split_names(row.try_get(1)?));
-        if page.limit.is_none() && page.after.is_none() {
-            self.tag_lists
-                .keep(repo.as_str(), generation, names.clone());
-        }
-        Ok(Some(tag_lists::page(names, None, None)))
+        Ok(Some(split_names(row.try_get(1)?)))
     }
 
     async fn repositories(&self, page: Page<'_>) -> Result<Vec<String>> {
@@ -892,7 +881,7 @@ impl MetaStore for SqliteMeta {
 
     async fn prune_links(&self, cutoff: i64) -> Result<u64> {
         // It removes repositories: a kept empty list would say one still exists.
-        self.write_touching(Touches::Tags, Statements::Several, move |c| {
+        self.write_touching(Touches::Resolutions, Statements::Several, move |c| {
             Box::pin(async move {
                 let links = sqlx::query(sql::PRUNE_LINKS)
                     .bind(cutoff)
@@ -1028,7 +1017,7 @@ impl MetaStore for SqliteMeta {
 
     async fn delete_tag_at(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<bool> {
         self.changes(
-            Touches::Tags,
+            Touches::Resolutions,
             sql::DELETE_TAG_AT,
             vec![repo.to_string(), tag.to_string(), digest.to_string()],
         )

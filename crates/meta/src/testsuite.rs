@@ -2,8 +2,7 @@
 //! method docs. Backends call [`run`] from their own tests on an empty store.
 
 use crate::{
-    ManifestRecord, MetaStore, Names, NewManifest, Page, PutRefusal, Stored, UploadRecord,
-    UploadState,
+    ManifestRecord, MetaStore, NewManifest, Page, PutRefusal, Stored, UploadRecord, UploadState,
 };
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
 
@@ -182,7 +181,7 @@ pub async fn run(meta: &dyn MetaStore) {
     meta.link_blob(&b, &layer, 5).await.expect("link");
     assert_eq!(
         meta.tags(&b, Page::default()).await.expect("tags"),
-        Some(Names::default())
+        Some(Vec::new())
     );
 
     // delete_tag leaves the manifest; delete_manifest takes its tags.
@@ -428,9 +427,10 @@ async fn marks_refuse_links_of_bytes_not_stored_again(meta: &dyn MetaStore) {
     assert!(meta.blob_live(&doomed).await.expect("live"));
 }
 
-/// A tag list read once is never served stale: after every kind of write that changes it,
-/// the next whole list and the next page show the change.
+/// Tag lists show every kind of write that changes them, and each such write makes the
+/// change generation larger.
 async fn lists_follow_writes(meta: &dyn MetaStore) {
+    let generation = || async { meta.generation().await.expect("generation") };
     let r = repo("lists/r");
     let layer = Digest::sha256(b"lists layer");
     let (m1, m2) = (Digest::sha256(b"lists m1"), Digest::sha256(b"lists m2"));
@@ -454,25 +454,34 @@ async fn lists_follow_writes(meta: &dyn MetaStore) {
         .expect("exists")
     };
     assert!(all().await.is_empty());
+    let mut seen = generation().await;
+    let mut grew = |now: u64, what: &str| {
+        assert!(now > seen, "{what} left the generation at {seen}");
+        seen = now;
+    };
     let put = |d: Digest, t: &'static str| {
         let m = image(&r, &d, &[(&layer, 3)], Some(t));
         async move { meta.put_manifest(&m).await }
     };
     put(m1.clone(), "b").await.expect("put").expect("accepted");
+    grew(generation().await, "put_manifest");
     assert_eq!(all().await, vec!["b"], "a new tag");
     put(m1.clone(), "c").await.expect("put").expect("accepted");
     put(m2.clone(), "d").await.expect("put").expect("accepted");
     assert_eq!(all().await, vec!["b", "c", "d"]);
     assert_eq!(after_a().await, vec!["b", "c", "d"]);
     assert!(meta.delete_tag(&r, &tag("c")).await.expect("delete tag"));
+    grew(generation().await, "delete_tag");
     assert_eq!(all().await, vec!["b", "d"], "delete_tag");
     assert_eq!(after_a().await, vec!["b", "d"], "delete_tag, paged");
     assert!(meta
         .delete_tag_at(&r, &tag("d"), &m2)
         .await
         .expect("delete tag at"));
+    grew(generation().await, "delete_tag_at");
     assert_eq!(all().await, vec!["b"], "delete_tag_at");
     assert!(meta.delete_manifest(&r, &m1).await.expect("delete"));
+    grew(generation().await, "delete_manifest");
     assert!(all().await.is_empty(), "delete_manifest takes its tags");
 
     // A repository that prune_links removes is unknown, not listed as empty.
@@ -480,10 +489,11 @@ async fn lists_follow_writes(meta: &dyn MetaStore) {
     meta.link_blob(&gone, &layer, 3).await.expect("link");
     assert_eq!(
         meta.tags(&gone, Page::default()).await.expect("tags"),
-        Some(Names::default())
+        Some(Vec::new())
     );
     assert!(meta.unlink_blob(&gone, &layer).await.expect("unlink"));
     meta.prune_links(i64::MAX).await.expect("prune");
+    grew(generation().await, "prune_links");
     assert_eq!(meta.tags(&gone, Page::default()).await.expect("tags"), None);
 }
 

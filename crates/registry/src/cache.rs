@@ -1,76 +1,94 @@
-//! In-memory caches for manifest pulls, the hottest requests a registry serves.
+//! In-memory caches for pulls and listings, the hottest requests a registry serves.
 //!
 //! - [`ManifestCache`]: manifest bytes by digest. Content addressing makes it always correct:
 //!   the bytes under a digest never change, so nothing is ever invalidated, only evicted.
-//! - [`ResolveCache`]: what a tag or digest names in a repository (its metadata record), so
-//!   that a pull asks the database nothing. Every manifest or tag write of this process
-//!   bumps a generation *after* it commits; a lookup notes the generation *before* it asks
-//!   the database and its entry counts only while the generation is unchanged, so a lookup
-//!   racing a write can never keep the old answer. Writers elsewhere (another process on
-//!   the same database) are seen within [`RESOLVE_TTL`].
+//! - [`Resolutions`]: what a tag or digest names in a repository (its metadata record), and
+//!   whole tag lists as their JSON body. One mechanism keeps it current: the metadata
+//!   store's change generation, which every committed write that could change an entry
+//!   makes larger, whichever process made it (see `MetaStore::generation`). An entry is kept
+//!   with the generation read *before* its read, and served only while the generation is the
+//!   same, so a read racing a write never keeps the old answer.
 
 use berth_meta::ManifestRecord;
 use berth_oci::{Digest, Reference, RepoName};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-/// How long a resolution may be served without asking the database again.
-pub const RESOLVE_TTL: Duration = Duration::from_secs(1);
-/// Resolutions kept at most; the cache is emptied when it is full.
-const RESOLVE_MAX: usize = 16_384;
+/// Bytes the resolutions may take, counted roughly (an entry's names and body, plus a fixed
+/// cost); the whole set is dropped when it would outgrow them.
+const RESOLUTIONS_MAX_BYTES: usize = 8 << 20;
+/// What an entry costs besides its names and body.
+const ENTRY_COST: usize = 256;
 
-#[derive(Default)]
-pub struct ResolveCache {
-    generation: AtomicU64,
-    // A std Mutex: held for a map operation only, never across an await.
-    map: Mutex<HashMap<(RepoName, Reference), Resolution>>,
+/// What [`Resolutions`] keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// What a tag or digest names in a repository.
+    Manifest(RepoName, Reference),
+    /// A repository's whole tag list.
+    TagList(RepoName),
 }
 
-/// A record, the generation it was asked at, and when.
-type Resolution = (ManifestRecord, u64, Instant);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Manifest(ManifestRecord),
+    /// The spec's JSON body of the list.
+    TagList(Bytes),
+}
 
-impl ResolveCache {
-    /// The generation to pass to [`ResolveCache::insert`]: read it before asking the database.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// Forgets every resolution; call after a manifest or tag write has committed.
-    pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub fn get(&self, repo: &RepoName, reference: &Reference) -> Option<ManifestRecord> {
-        let now = self.generation();
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (repo.clone(), reference.clone());
-        match map.get(&key) {
-            Some((rec, generation, at)) if *generation == now && at.elapsed() < RESOLVE_TTL => {
-                Some(rec.clone())
+impl Value {
+    fn cost(&self, key: &Key) -> usize {
+        let names = match key {
+            Key::Manifest(r, reference) => r.as_str().len() + reference.to_string().len(),
+            Key::TagList(r) => r.as_str().len(),
+        };
+        let body = match self {
+            Value::Manifest(m) => {
+                m.media_type.len() + m.annotations.as_ref().map_or(0, String::len)
             }
+            Value::TagList(b) => b.len(),
+        };
+        ENTRY_COST + names + body
+    }
+}
+
+#[derive(Default)]
+pub struct Resolutions {
+    // A std Mutex: held for a map operation only, never across an await.
+    kept: Mutex<Kept>,
+}
+
+#[derive(Default)]
+struct Kept {
+    entries: HashMap<Key, (u64, Value)>,
+    bytes: usize,
+}
+
+impl Resolutions {
+    /// The value kept for `key` if it was read at the current `generation`.
+    pub fn get(&self, key: &Key, generation: u64) -> Option<Value> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        match kept.entries.get(key) {
+            Some((g, v)) if *g == generation => Some(v.clone()),
             _ => None,
         }
     }
 
-    /// Keeps what the database answered, asked at `generation`.
-    pub fn insert(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-        rec: ManifestRecord,
-        generation: u64,
-    ) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= RESOLVE_MAX {
-            map.clear();
+    /// Keeps `value`, read after the generation was `generation`.
+    pub fn keep(&self, key: Key, generation: u64, value: Value) {
+        let cost = value.cost(&key);
+        if cost > RESOLUTIONS_MAX_BYTES / 4 {
+            return;
         }
-        map.insert(
-            (repo.clone(), reference.clone()),
-            (rec, generation, Instant::now()),
-        );
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.bytes + cost > RESOLUTIONS_MAX_BYTES {
+            *kept = Kept::default();
+        }
+        if let Some((_, old)) = kept.entries.insert(key.clone(), (generation, value)) {
+            kept.bytes -= old.cost(&key);
+        }
+        kept.bytes += cost;
     }
 }
 
@@ -128,28 +146,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_resolution_asked_before_a_write_is_not_kept() {
-        let c = ResolveCache::default();
-        let repo: RepoName = "a".parse().unwrap();
-        let tag: Reference = "v1".parse().unwrap();
-        let rec = ManifestRecord {
-            digest: Digest::sha256(b"m"),
-            media_type: "x".into(),
-            size: 1,
-            artifact_type: None,
-            subject: None,
-            config_media_type: None,
-            annotations: None,
-            pushed_at: 0,
-        };
-        let before = c.generation();
-        c.insert(&repo, &tag, rec.clone(), before);
-        assert_eq!(c.get(&repo, &tag), Some(rec.clone()));
-        // A lookup starts, a write commits and invalidates, the lookup stores its old answer.
-        let asked = c.generation();
-        c.invalidate();
-        c.insert(&repo, &tag, rec, asked);
-        assert_eq!(c.get(&repo, &tag), None);
+    fn an_entry_is_served_only_at_the_generation_it_was_read_at() {
+        let c = Resolutions::default();
+        let key = Key::TagList("a".parse().unwrap());
+        let body = Value::TagList(Bytes::from_static(b"{}"));
+        c.keep(key.clone(), 7, body.clone());
+        assert_eq!(c.get(&key, 7), Some(body));
+        assert_eq!(c.get(&key, 8), None, "a write committed since");
+    }
+
+    #[test]
+    fn resolutions_are_bounded() {
+        let c = Resolutions::default();
+        for i in 0..20_000u32 {
+            let key = Key::TagList(format!("r{i}").parse().unwrap());
+            c.keep(key, 1, Value::TagList(Bytes::from(vec![b'x'; 1000])));
+            assert!(c.kept.lock().unwrap().bytes <= RESOLUTIONS_MAX_BYTES);
+        }
     }
 
     #[test]

@@ -174,7 +174,6 @@ impl Registry {
                     out.push(Deleted::new(&repo, &digest, None, "subject missing", dry));
                 }
             }
-            self.resolved.invalidate();
             if dry || !any {
                 break;
             }

@@ -7,7 +7,7 @@
 //! - [`blobs`]: blob reads, deletes and cross-repository mounts.
 //! - [`manifests`]: manifest push (validation and reference checks), pull and delete.
 //! - [`listing`]: tags, catalog and referrers.
-//! - [`cache`]: manifest bytes by digest, and what tags and digests resolve to.
+//! - [`cache`]: manifest bytes by digest; what tags and digests resolve to, and tag lists.
 //! - [`retention`]: which tags and manifests a collection deletes, by policy.
 //! - [`usage`]: storage accounting from metadata, and pull times.
 //! - [`gc`]: online garbage collection and reconciliation with the blob store.
@@ -78,7 +78,7 @@ pub struct Registry {
     meta: Arc<dyn MetaStore>,
     opts: Arc<Options>,
     manifests: Arc<cache::ManifestCache>,
-    resolved: Arc<cache::ResolveCache>,
+    resolutions: Arc<cache::Resolutions>,
     ids: Arc<tokio::sync::OnceCell<ids::IdKey>>,
     pulls: Arc<usage::PullLog>,
     /// Small whole blobs being finished in memory (see `uploads::SMALL_BLOB`).
@@ -101,7 +101,7 @@ impl Registry {
             meta,
             opts: Arc::new(opts),
             manifests,
-            resolved: Arc::default(),
+            resolutions: Arc::default(),
             ids: Arc::default(),
             pulls: Arc::default(),
             small: Arc::new(tokio::sync::Semaphore::new(uploads::SMALL_BLOBS)),

@@ -2,16 +2,19 @@
 //! Pages are keyset-paged (`last` is the key to continue after), so a page costs the same at
 //! the millionth entry as at the first.
 
+use crate::cache::{Key, Value};
 use crate::{Error, Registry, Result};
-use berth_meta::{Names, Page};
+use berth_meta::Page;
 use berth_oci::{Digest, RepoName};
+use bytes::Bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// One page of names, and whether more follow it.
+/// One page of names as the spec's JSON body, and whether more follow it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {
-    pub names: Names,
+    /// `{"name":…,"tags":[…]}` or `{"repositories":[…]}`.
+    pub body: Bytes,
     /// The page was cut at `n`: a `Link` to the next one is due.
     pub more: bool,
     /// The page size used, for the `Link` to the next page.
@@ -38,15 +41,41 @@ pub struct Referrer {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// The body of a tag list page.
+#[derive(Serialize)]
+struct TagList<'a> {
+    name: &'a str,
+    tags: &'a [String],
+}
+
+/// The body of a catalog page.
+#[derive(Serialize)]
+struct Catalog<'a> {
+    repositories: &'a [String],
+}
+
+fn json(value: &impl Serialize) -> Bytes {
+    // Names and strings only: serialization cannot fail.
+    serde_json::to_vec(value).unwrap_or_default().into()
+}
+
 impl Registry {
     /// Tags of `repo` in lexical order after `last`: all of them when `n` is not given,
-    /// else at most `n` (capped at the configured page limit).
+    /// else at most `n` (capped at the configured page limit). A whole list, what CI jobs
+    /// and update bots poll, is answered from the cache while no write has changed it.
     pub async fn list_tags(
         &self,
         repo: &RepoName,
         n: Option<u64>,
         last: Option<&str>,
     ) -> Result<Listing> {
+        let whole = (n.is_none() && last.is_none()).then(|| Key::TagList(repo.clone()));
+        let generation = self.meta.generation().await?;
+        if let Some(key) = &whole {
+            if let Some(Value::TagList(body)) = self.resolutions.get(key, generation) {
+                return Ok(Listing::whole(body));
+            }
+        }
         let n = n.map(|n| n.min(self.opts.max_page));
         let page = Page {
             after: last,
@@ -57,7 +86,17 @@ impl Registry {
             .tags(repo, page)
             .await?
             .ok_or_else(|| Error::name_unknown(repo))?;
-        Ok(cut(names, n))
+        let listing = cut(names, n, |tags| {
+            json(&TagList {
+                name: repo.as_str(),
+                tags,
+            })
+        });
+        if let Some(key) = whole {
+            let body = Value::TagList(listing.body.clone());
+            self.resolutions.keep(key, generation, body);
+        }
+        Ok(listing)
     }
 
     /// Repository names in lexical order after `last` that `visible` keeps, at most `n` (a
@@ -96,13 +135,13 @@ impl Registry {
                 }
             }
             if kept.len() as u64 > n || exhausted {
-                return Ok(cut(kept.into(), Some(n)));
+                return Ok(cut(kept, Some(n), catalog_body));
             }
             if scanned >= SCAN_MAX {
                 // Hidden names only so far: answer with what was found, and a `Link` that
                 // continues after the last name looked at.
                 return Ok(Listing {
-                    names: kept.into(),
+                    body: catalog_body(&kept),
                     more: true,
                     n,
                     last: cursor,
@@ -133,24 +172,33 @@ impl Registry {
     }
 }
 
-/// Trims the one-extra entry fetched to learn whether another page follows.
-fn cut(mut names: Names, n: Option<u64>) -> Listing {
-    match n {
-        Some(n) if names.len() as u64 > n => {
-            names.truncate(n as usize);
-            Listing {
-                last: names.last().cloned(),
-                names,
-                more: true,
-                n,
-            }
-        }
-        _ => Listing {
-            n: n.unwrap_or(0),
-            last: names.last().cloned(),
-            names,
+fn catalog_body(repositories: &[String]) -> Bytes {
+    json(&Catalog { repositories })
+}
+
+impl Listing {
+    fn whole(body: Bytes) -> Listing {
+        Listing {
+            body,
             more: false,
-        },
+            n: 0,
+            last: None,
+        }
+    }
+}
+
+/// Trims the one-extra entry fetched to learn whether another page follows, and writes the
+/// page's body with `body`.
+fn cut(mut names: Vec<String>, n: Option<u64>, body: impl FnOnce(&[String]) -> Bytes) -> Listing {
+    let more = matches!(n, Some(n) if names.len() as u64 > n);
+    if let Some(n) = n {
+        names.truncate(n as usize);
+    }
+    Listing {
+        body: body(&names),
+        more,
+        n: n.unwrap_or(0),
+        last: names.last().cloned(),
     }
 }
 
@@ -160,11 +208,13 @@ mod tests {
 
     #[test]
     fn cut_pages() {
-        let v = |k: usize| (0..k).map(|i| i.to_string()).collect::<Vec<_>>().into();
-        assert!(cut(v(3), Some(2)).more);
-        assert_eq!(cut(v(3), Some(2)).names.len(), 2);
-        assert!(!cut(v(2), Some(2)).more);
-        assert!(!cut(v(5), None).more);
-        assert_eq!(cut(v(1), Some(0)).names.len(), 0);
+        let v = |k: usize| (0..k).map(|i| i.to_string()).collect::<Vec<_>>();
+        let page = |k, n| cut(v(k), n, super::catalog_body);
+        assert!(page(3, Some(2)).more);
+        assert_eq!(page(3, Some(2)).body, &br#"{"repositories":["0","1"]}"#[..]);
+        assert_eq!(page(3, Some(2)).last.as_deref(), Some("1"));
+        assert!(!page(2, Some(2)).more);
+        assert!(!page(5, None).more);
+        assert_eq!(page(1, Some(0)).body, &br#"{"repositories":[]}"#[..]);
     }
 }

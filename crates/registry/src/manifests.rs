@@ -5,6 +5,7 @@
 //! referenced blob and child manifest is present in the repository. A `subject` need not
 //! exist: referrers may be pushed before what they refer to.
 
+use crate::cache::{Key, Value};
 use crate::{Error, Registry, Result};
 use berth_meta::{LeaseMode, ManifestRecord, NewManifest, PutRefusal, Stored};
 use berth_oci::manifest::Manifest;
@@ -90,9 +91,9 @@ impl Registry {
             tag,
             stored: Stored::Anew,
         };
-        let put = self.store_and_record(&mut new, body).await;
-        self.resolved.invalidate();
-        put?.map_err(refused)?;
+        self.store_and_record(&mut new, body)
+            .await?
+            .map_err(refused)?;
         Ok(Pushed {
             digest,
             subject: new.record.subject,
@@ -145,14 +146,16 @@ impl Registry {
         reference: &Reference,
         accept: &[&str],
     ) -> Result<ManifestRecord> {
-        let record = match self.resolved.get(repo, reference) {
-            Some(r) => r,
-            None => {
-                let generation = self.resolved.generation();
+        let key = Key::Manifest(repo.clone(), reference.clone());
+        let generation = self.meta.generation().await?;
+        let record = match self.resolutions.get(&key, generation) {
+            Some(Value::Manifest(r)) => r,
+            _ => {
                 let Some(r) = self.meta.manifest(repo, reference).await? else {
                     return Err(self.missing(repo, reference).await);
                 };
-                self.resolved.insert(repo, reference, r.clone(), generation);
+                self.resolutions
+                    .keep(key, generation, Value::Manifest(r.clone()));
                 r
             }
         };
@@ -201,8 +204,6 @@ impl Registry {
             Reference::Digest(d) => self.meta.delete_manifest(repo, d).await,
             Reference::Tag(t) => self.meta.delete_tag(repo, t).await,
         };
-        // Even after an error: the write may have committed before it was reported.
-        self.resolved.invalidate();
         let deleted = deleted?;
         if deleted {
             Ok(())

@@ -168,7 +168,6 @@ impl Registry {
             self.retain(&repo, &contents, rule, now, dry, &mut report)
                 .await?;
         }
-        self.resolved.invalidate();
         Ok(report)
     }
 

@@ -4,7 +4,6 @@
 use crate::auth::{self, Auth, Caller};
 use crate::dispatch::{self, Route};
 use crate::error::{digest_error, route_error, ApiError};
-use crate::list_bodies::ListBodies;
 use crate::metrics::{self, InFlight, RouteLabel};
 use crate::sendfile::{ConnInfo, FileSender};
 use axum::body::Body;
@@ -29,7 +28,6 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub storage: Arc<metrics::StorageGauges>,
     pub uploads: Arc<UploadLimit>,
-    pub lists: Arc<ListBodies>,
 }
 
 /// Who is asking, for the handlers whose answer depends on it (catalog, mounts, uploads).
@@ -38,7 +36,6 @@ pub struct Access<'a> {
     pub caller: &'a Caller,
     pub peer: IpAddr,
     pub uploads: &'a UploadLimit,
-    pub lists: &'a ListBodies,
 }
 
 /// How many upload sessions one client address may open: a burst, then a steady rate. A
@@ -115,42 +112,6 @@ fn json_body(text: impl Into<Body>, content_type: &'static str) -> Response {
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
-}
-
-/// A tag or catalog page, `{"<field>":<value>,"<key>":[names]}` (`field` first when given).
-/// Tags and repository names are ASCII without quotes, backslashes or control characters by
-/// their grammar, so each is copied as it is: serde_json looks at every byte of every string
-/// for escapes, half of what a 10,000-tag list cost the server. A string that does need
-/// escaping (none should) still gets it.
-fn names_json(field: Option<(&str, &str)>, key: &str, names: &[String]) -> Vec<u8> {
-    fn string(out: &mut Vec<u8>, s: &str) {
-        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-            out.push(b'"');
-            out.extend_from_slice(s.as_bytes());
-            out.push(b'"');
-        } else if serde_json::to_writer(&mut *out, s).is_err() {
-            out.extend_from_slice(b"\"\"");
-        }
-    }
-    let size: usize = names.iter().map(|n| n.len() + 3).sum();
-    let mut out = Vec::with_capacity(size + 64);
-    out.push(b'{');
-    if let Some((k, v)) = field {
-        string(&mut out, k);
-        out.push(b':');
-        string(&mut out, v);
-        out.push(b',');
-    }
-    string(&mut out, key);
-    out.extend_from_slice(b":[");
-    for (i, n) in names.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        string(&mut out, n);
-    }
-    out.extend_from_slice(b"]}");
-    out
 }
 
 /// `Location`, `Range` and `Docker-Upload-UUID` of an upload session at `offset`.
@@ -285,7 +246,6 @@ pub async fn v2(State(app): State<AppState>, req: Request) -> Response {
                         caller: &caller,
                         peer: peer(&req),
                         uploads: &app.uploads,
-                        lists: &app.lists,
                     };
                     (
                         label,
@@ -358,7 +318,7 @@ async fn route_request(reg: &Registry, route: Route, req: Request, access: &Acce
         }
         (Route::Catalog, Method::GET) => catalog(reg, &q, access).await,
         // end-8a, end-8b
-        (Route::Tags(repo), Method::GET) => list_tags(reg, &repo, &q, access.lists).await,
+        (Route::Tags(repo), Method::GET) => list_tags(reg, &repo, &q).await,
         // end-3
         (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
             get_manifest(reg, &repo, &r, req.headers(), head).await
@@ -649,16 +609,10 @@ fn next_link(r: &mut Response, base: &str, listing: &berth_registry::listing::Li
     }
 }
 
-async fn list_tags(reg: &Registry, repo: &RepoName, q: &Query, lists: &ListBodies) -> Result {
+async fn list_tags(reg: &Registry, repo: &RepoName, q: &Query) -> Result {
     let (n, last) = (q.number("n")?, q.one("last", ErrorCode::Unsupported)?);
     let listing = reg.list_tags(repo, n, last).await?;
-    let write = || names_json(Some(("name", repo.as_str())), "tags", &listing.names);
-    // Whole lists are the ones polled; a page costs little to write.
-    let body = match (n, last) {
-        (None, None) => lists.body(repo, &listing.names, write),
-        _ => write().into(),
-    };
-    let mut r = json_body(body, "application/json");
+    let mut r = json_body(listing.body.clone(), "application/json");
     next_link(&mut r, &format!("/v2/{repo}/tags/list"), &listing);
     Ok(r)
 }
@@ -672,10 +626,7 @@ async fn catalog(reg: &Registry, q: &Query, access: &Access<'_>) -> Result {
             &visible,
         )
         .await?;
-    let mut r = json_body(
-        names_json(None, "repositories", &listing.names),
-        "application/json",
-    );
+    let mut r = json_body(listing.body.clone(), "application/json");
     next_link(&mut r, "/v2/_catalog", &listing);
     Ok(r)
 }
@@ -732,28 +683,4 @@ pub async fn metrics_page(State(app): State<AppState>) -> Response {
     );
     r.extensions_mut().insert(RouteLabel("metrics"));
     r
-}
-
-#[cfg(test)]
-mod tests {
-    /// The hand-written list body is the JSON serde_json would write: names copied as they
-    /// are, and the rare one that needs escaping escaped.
-    #[test]
-    fn list_bodies_are_json_whatever_the_names() {
-        let names: Vec<String> = ["a", "v1.0_rc-2", "q\"uote", "back\\slash", "new\nline", "é"]
-            .map(str::to_owned)
-            .to_vec();
-        for field in [Some(("name", "library/x")), None] {
-            for names in [&names[..], &names[..2], &[]] {
-                let bytes = super::names_json(field, "tags", names);
-                let mut expected = serde_json::Map::new();
-                if let Some((k, v)) = field {
-                    expected.insert(k.into(), v.into());
-                }
-                expected.insert("tags".into(), names.into());
-                let got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                assert_eq!(got, serde_json::Value::Object(expected));
-            }
-        }
-    }
 }

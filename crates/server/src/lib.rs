@@ -10,7 +10,6 @@
 //! - [`handlers`]: one thin handler per endpoint.
 //! - [`host`]: the `Host` header rule every request must meet.
 //! - [`jobs`]: scheduled work: pull times, storage gauges, collection, reconciliation.
-//! - [`list_bodies`]: whole tag lists' bodies, kept while their list is unchanged.
 //! - [`error`]: the only mapping from errors to responses.
 //! - [`metrics`]: the metrics Berth records and the per-request log line.
 //! - [`sendfile`]: connections that send blob files with sendfile(2).
@@ -26,7 +25,6 @@ pub mod error;
 pub mod handlers;
 pub mod host;
 pub mod jobs;
-pub mod list_bodies;
 pub mod metrics;
 pub mod sendfile;
 pub mod tls;
@@ -148,7 +146,6 @@ pub async fn serve(
                 config.limits.uploads_per_client_burst,
                 config.limits.uploads_per_client_per_sec,
             )),
-            lists: Arc::default(),
         },
         Duration::from_secs(config.limits.body_timeout_secs),
     );

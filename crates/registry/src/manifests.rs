@@ -6,7 +6,7 @@
 //! exist: referrers may be pushed before what they refer to.
 
 use crate::cache::{Key, Value};
-use crate::{Error, Registry, Result};
+use crate::{ByteStream, Error, Registry, Result};
 use berth_meta::{LeaseMode, ManifestRecord, NewManifest, PutRefusal, Stored};
 use berth_oci::manifest::Manifest;
 use berth_oci::{media, Digest, ErrorCode, Reference, RepoName};
@@ -28,7 +28,32 @@ pub struct Pushed {
 }
 
 impl Registry {
-    /// Stores a manifest under a tag or digest.
+    /// Reads a manifest's body, at most the configured limit: the one place a manifest's
+    /// size is checked (`SIZE_INVALID`, 413, past it, with the rest of the body unread).
+    pub async fn read_manifest(&self, mut body: ByteStream<'_>) -> Result<Bytes> {
+        let max = self.opts.max_manifest_bytes;
+        let mut out = bytes::BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                Error::spec(
+                    ErrorCode::ManifestInvalid,
+                    format!("reading the manifest failed: {e}"),
+                )
+            })?;
+            if out.len() + chunk.len() > max {
+                return Err(Error::spec(
+                    ErrorCode::SizeInvalid,
+                    format!("manifest exceeds the limit of {max} bytes"),
+                )
+                .with_status(413));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Stores a manifest under a tag or digest; its body was read by
+    /// [`Registry::read_manifest`].
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
@@ -36,17 +61,6 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<Pushed> {
-        if body.len() > self.opts.max_manifest_bytes {
-            return Err(Error::spec(
-                ErrorCode::SizeInvalid,
-                format!(
-                    "manifest of {} bytes exceeds the limit of {}",
-                    body.len(),
-                    self.opts.max_manifest_bytes
-                ),
-            )
-            .with_status(413));
-        }
         let manifest = Manifest::parse(&body, content_type)
             .map_err(|e| Error::spec(ErrorCode::ManifestInvalid, e.0))?;
         let (digest, tag) = match reference {

@@ -10,8 +10,10 @@
 
 use crate::config::duration;
 use crate::error::ApiError;
-use crate::handlers::{base_url, json_response, peer, AppState, Query};
+use crate::headers::json_response;
 use crate::metrics::RouteLabel;
+use crate::request::{base_url, peer, Query};
+use crate::state::AppState;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};

@@ -6,6 +6,23 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// What a connection may cost (from `[limits]`).
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// Open connections at most; the next one is refused with `503`.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and the longest a connection may sit
+    /// with no request being handled and no byte moving either way.
+    pub header_timeout: std::time::Duration,
+}
+
+/// A log filter: levels per target, comma-separated (`info`, `berth_server=debug,warn`).
+pub fn log_filter(
+    spec: &str,
+) -> Result<tracing_subscriber::filter::Targets, tracing_subscriber::filter::ParseError> {
+    spec.parse()
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -378,7 +395,7 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
-        crate::log_filter(&self.log.level).with_context(|| {
+        log_filter(&self.log.level).with_context(|| {
             format!(
                 "log.level {:?}: levels per target, like \"info\" or \"berth_server=debug,warn\"",
                 self.log.level
@@ -461,9 +478,9 @@ impl Config {
         }
     }
 
-    /// What one connection may cost, for [`crate::conn::serve`].
-    pub fn conn_limits(&self) -> crate::conn::ConnLimits {
-        crate::conn::ConnLimits {
+    /// What one connection may cost, for the accept loop.
+    pub fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
             max_connections: self.limits.max_connections,
             header_timeout: std::time::Duration::from_secs(self.limits.header_timeout_secs.max(1)),
         }

@@ -7,7 +7,8 @@
 //! bounded), and shutdown drains what is open. Request bodies that stall are cut by
 //! [`IdleTimeout`].
 
-use crate::sendfile::ConnInfo;
+use crate::config::ConnLimits;
+use crate::sendfile::Peer;
 use axum::extract::ConnectInfo;
 use axum::serve::Listener;
 use axum::Router;
@@ -27,21 +28,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
-
-/// What a connection may cost (from `[limits]`).
-#[derive(Debug, Clone)]
-pub struct ConnLimits {
-    /// Open connections at most; the next one is refused with `503`.
-    pub max_connections: usize,
-    /// Time a client has to send a request's headers, and the longest a connection may sit
-    /// with no request being handled and no byte moving either way.
-    pub header_timeout: Duration,
-}
-
-/// An accepted connection says what its requests may know of it.
-pub trait Peer {
-    fn conn_info(&self, remote: SocketAddr) -> ConnInfo;
-}
 
 /// Raises the soft limit of open files to the hard one (as Go's runtime does): the default
 /// soft limit (often 1024) is below what `max_connections` and open blob files need.

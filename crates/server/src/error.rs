@@ -135,7 +135,7 @@ fn response(error: Error) -> Response {
                 Some(serde_json::json!({ "offset": offset })),
             );
             let mut r = json(416, text);
-            crate::handlers::upload_headers(r.headers_mut(), &repo, &id, offset);
+            crate::headers::upload_headers(r.headers_mut(), &repo, &id, offset);
             r
         }
         Error::RangeNotSatisfiable { size } => {

@@ -7,12 +7,15 @@
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`conn`]: the accept loop: header timeout, connection cap, draining on shutdown.
 //! - [`dispatch`]: the `/v2/` path parser (repository names contain `/`).
-//! - [`handlers`]: one thin handler per endpoint.
+//! - [`handlers`]: one thin handler per endpoint, by resource.
+//! - [`headers`]: response building blocks every handler shares (the bottom module).
 //! - [`host`]: the `Host` header rule every request must meet.
 //! - [`jobs`]: scheduled work: pull times, storage gauges, collection, reconciliation.
 //! - [`error`]: the only mapping from errors to responses.
 //! - [`metrics`]: the metrics Berth records and the per-request log line.
+//! - [`request`]: reading a request: query, lengths and ranges, body, peer.
 //! - [`sendfile`]: connections that send blob files with sendfile(2).
+//! - [`state`]: what every handler shares, and who is asking.
 //! - [`tls`]: TLS connections, with certificates reloaded when their files change.
 
 pub mod admin;
@@ -23,10 +26,13 @@ pub mod conn;
 pub mod dispatch;
 pub mod error;
 pub mod handlers;
+pub mod headers;
 pub mod host;
 pub mod jobs;
 pub mod metrics;
+pub mod request;
 pub mod sendfile;
+pub mod state;
 pub mod tls;
 
 use anyhow::Context;
@@ -35,7 +41,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use berth_registry::Registry;
 use config::{Config, LogFormat};
-use handlers::AppState;
+use state::AppState;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,10 +84,7 @@ pub fn init_logging(config: &Config) {
     }
 }
 
-/// A log filter: levels per target, comma-separated (`info`, `berth_server=debug,warn`).
-pub fn log_filter(spec: &str) -> Result<Targets, tracing_subscriber::filter::ParseError> {
-    spec.parse()
-}
+pub use config::log_filter;
 
 pub use backends::open_registry;
 
@@ -142,7 +145,7 @@ pub async fn serve(
             metrics,
             auth,
             storage,
-            uploads: Arc::new(handlers::UploadLimit::new(
+            uploads: Arc::new(auth::uploads::UploadLimit::new(
                 config.limits.uploads_per_client_burst,
                 config.limits.uploads_per_client_per_sec,
             )),

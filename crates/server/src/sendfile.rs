@@ -228,7 +228,12 @@ pub struct ConnInfo {
     pub files: Option<FileSender>,
 }
 
-impl crate::conn::Peer for Conn {
+/// An accepted connection says what its requests may know of it.
+pub trait Peer {
+    fn conn_info(&self, remote: SocketAddr) -> ConnInfo;
+}
+
+impl Peer for Conn {
     fn conn_info(&self, remote: SocketAddr) -> ConnInfo {
         ConnInfo {
             remote,

@@ -143,7 +143,7 @@ impl Listener for TlsListener {
     }
 }
 
-impl crate::conn::Peer for TlsStream<TcpStream> {
+impl crate::sendfile::Peer for TlsStream<TcpStream> {
     fn conn_info(&self, remote: SocketAddr) -> ConnInfo {
         ConnInfo::without_sendfile(remote)
     }

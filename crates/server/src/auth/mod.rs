@@ -15,6 +15,7 @@
 pub mod htpasswd;
 pub mod limiter;
 pub mod token;
+pub mod uploads;
 
 use crate::config::{AuthConfig, Config};
 use crate::error::ApiError;
@@ -249,6 +250,13 @@ impl Auth {
     /// grants (a token proves who the caller is; listing names needs no repository scope).
     pub fn visible(&self, caller: &Caller, repo: &str) -> bool {
         !self.is_on() || self.policy.allowed(&caller.who, repo).has(Action::Pull)
+    }
+
+    /// The repository a cross-repository mount may take a blob from: `from`, if `caller`
+    /// may pull from it. A source the caller may not pull from is no source, and a plain
+    /// upload session follows, as for a blob the source does not have.
+    pub fn mount_source(&self, caller: &Caller, from: Option<RepoName>) -> Option<RepoName> {
+        from.filter(|f| self.allowed(caller, f.as_str()).has(Action::Pull))
     }
 
     /// Whether `caller` may use Berth's administration API.

@@ -37,7 +37,7 @@ impl Registry {
         self.meta
             .linked_blob(repo, digest)
             .await?
-            .ok_or_else(|| Error::blob_unknown(digest))
+            .ok_or_else(|| Error::BlobUnknown(digest.clone()))
     }
 
     /// The size of a blob `repo` may see and the part of it a `Range` header asks for.
@@ -78,7 +78,7 @@ impl Registry {
             Err(berth_store::StoreError::NotFound) => {
                 // A collection may have taken it since it was looked up; then it is unknown.
                 if self.meta.linked_blob(repo, digest).await?.is_none() {
-                    return Err(Error::blob_unknown(digest));
+                    return Err(Error::BlobUnknown(digest.clone()));
                 }
                 return Err(Error::Internal(format!(
                     "blob {digest} is linked in {repo} but missing from the store"
@@ -95,7 +95,7 @@ impl Registry {
         if self.meta.unlink_blob(repo, digest).await? {
             Ok(())
         } else {
-            Err(Error::blob_unknown(digest))
+            Err(Error::BlobUnknown(digest.clone()))
         }
     }
 

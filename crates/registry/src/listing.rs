@@ -85,7 +85,7 @@ impl Registry {
             .meta
             .tags(repo, page)
             .await?
-            .ok_or_else(|| Error::name_unknown(repo))?;
+            .ok_or_else(|| Error::NameUnknown(repo.clone()))?;
         let listing = cut(names, n, |tags| {
             json(&TagList {
                 name: repo.as_str(),

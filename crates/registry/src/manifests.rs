@@ -9,7 +9,7 @@ use crate::cache::{Key, Value};
 use crate::{ByteStream, Error, Registry, Result};
 use berth_meta::{LeaseMode, ManifestRecord, NewManifest, PutRefusal, Stored};
 use berth_oci::manifest::Manifest;
-use berth_oci::{media, Digest, ErrorCode, Reference, RepoName};
+use berth_oci::{media, Digest, Reference, RepoName};
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -35,17 +35,10 @@ impl Registry {
         let mut out = bytes::BytesMut::new();
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| {
-                Error::spec(
-                    ErrorCode::ManifestInvalid,
-                    format!("reading the manifest failed: {e}"),
-                )
+                Error::manifest_invalid(format!("reading the manifest failed: {e}"))
             })?;
             if out.len() + chunk.len() > max {
-                return Err(Error::spec(
-                    ErrorCode::SizeInvalid,
-                    format!("manifest exceeds the limit of {max} bytes"),
-                )
-                .with_status(413));
+                return Err(Error::ManifestTooLarge { limit: max });
             }
             out.extend_from_slice(&chunk);
         }
@@ -61,17 +54,17 @@ impl Registry {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<Pushed> {
-        let manifest = Manifest::parse(&body, content_type)
-            .map_err(|e| Error::spec(ErrorCode::ManifestInvalid, e.0))?;
+        let manifest =
+            Manifest::parse(&body, content_type).map_err(|e| Error::manifest_invalid(e.0))?;
         let (digest, tag) = match reference {
             Reference::Digest(d) => {
                 let actual = Digest::of(d.algorithm(), &body);
                 if &actual != d {
-                    return Err(Error::spec(
-                        ErrorCode::DigestInvalid,
-                        "manifest digest does not match the content",
-                    )
-                    .with_detail(serde_json::json!({ "expected": d, "actual": actual })));
+                    return Err(Error::DigestMismatch {
+                        what: "manifest",
+                        expected: d.clone(),
+                        actual,
+                    });
                 }
                 (actual, None)
             }
@@ -174,11 +167,10 @@ impl Registry {
             }
         };
         if !media::accepts(accept, &record.media_type) {
-            return Err(Error::spec(
-                ErrorCode::ManifestUnknown,
-                format!("the manifest is a {}, which the Accept header does not include", record.media_type),
-            )
-            .with_detail(serde_json::json!({ "reference": reference.to_string(), "mediaType": record.media_type })));
+            return Err(Error::ManifestNotAccepted {
+                reference: reference.to_string(),
+                media_type: record.media_type,
+            });
         }
         Ok(record)
     }
@@ -239,7 +231,7 @@ impl Registry {
             )
             .await
         {
-            Ok(None) => Error::name_unknown(repo),
+            Ok(None) => Error::NameUnknown(repo.clone()),
             Ok(Some(_)) => Error::manifest_unknown(reference),
             Err(e) => e.into(),
         }
@@ -249,27 +241,26 @@ impl Registry {
 /// The spec's answer to a manifest the metadata store refused.
 fn refused(refusal: PutRefusal) -> Error {
     match refusal {
-        PutRefusal::BlobUnknown(d) => Error::spec(
-            ErrorCode::ManifestBlobUnknown,
-            "manifest references a blob unknown to this repository",
-        )
-        .with_detail(serde_json::json!({ "digest": d })),
-        PutRefusal::ManifestUnknown(d) => Error::spec(
-            ErrorCode::ManifestBlobUnknown,
-            "index references a manifest unknown to this repository",
-        )
-        .with_detail(serde_json::json!({ "digest": d })),
+        PutRefusal::BlobUnknown(digest) => Error::ManifestBlobUnknown {
+            what: "manifest",
+            kind: "blob",
+            digest,
+        },
+        PutRefusal::ManifestUnknown(digest) => Error::ManifestBlobUnknown {
+            what: "index",
+            kind: "manifest",
+            digest,
+        },
         PutRefusal::SizeMismatch {
             digest,
             stored,
             declared,
-        } => Error::spec(
-            ErrorCode::ManifestInvalid,
-            format!(
+        } => Error::ManifestInvalid {
+            message: format!(
                 "descriptor size {declared} of {digest} does not match the blob's {stored} bytes"
             ),
-        )
-        .with_detail(serde_json::json!({ "digest": digest })),
+            digest: Some(digest),
+        },
         // Only a put of bytes stored before is refused so, and such a put is retried.
         PutRefusal::BytesGone => Error::Internal("manifest bytes gone during a put".into()),
     }
@@ -301,10 +292,7 @@ mod tests {
     }
 
     fn code(e: Error) -> ErrorCode {
-        match e {
-            Error::Spec { code, .. } => code,
-            other => panic!("not a spec error: {other}"),
-        }
+        e.code().expect("a spec error")
     }
 
     /// A new tag of a stored manifest skips writing its bytes only when they are there: a

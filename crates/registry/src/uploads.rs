@@ -20,7 +20,7 @@
 use crate::{Error, Registry, Result};
 use berth_meta::{LeaseGuard, LeaseMode, UploadRecord, UploadState};
 use berth_oci::range::ChunkRange;
-use berth_oci::{Algorithm, Digest, DigestHasher, ErrorCode, RepoName, UploadId};
+use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
 use berth_store::{ByteStream, Durability};
 use futures::{Stream, StreamExt, TryStreamExt};
 use std::io;
@@ -99,28 +99,20 @@ impl<S: Stream<Item = io::Result<bytes::Bytes>> + Unpin> Stream for Exact<S> {
 fn verify(hasher: DigestHasher, digest: &Digest) -> Result<()> {
     let actual = hasher.finish();
     if &actual != digest {
-        return Err(Error::spec(
-            ErrorCode::DigestInvalid,
-            "provided digest did not match uploaded content",
-        )
-        .with_detail(serde_json::json!({ "expected": digest, "actual": actual })));
+        return Err(Error::DigestMismatch {
+            what: "uploaded content",
+            expected: digest.clone(),
+            actual,
+        });
     }
     Ok(())
-}
-
-fn lock_busy() -> Error {
-    Error::spec(
-        ErrorCode::BlobUploadInvalid,
-        "another request is writing to this upload",
-    )
-    .with_status(416)
 }
 
 impl Registry {
     /// The session's lease: one writer per session, and a second request on a busy session
     /// is refused rather than queued, since two writers at one offset cannot both be right.
     async fn lock_session(&self, id: &UploadId) -> Result<LeaseGuard> {
-        self.meta.try_session(id).await?.ok_or_else(lock_busy)
+        self.meta.try_session(id).await?.ok_or(Error::UploadBusy)
     }
 
     /// The digest's lease, to store its bytes and link them (see `berth_meta::leases`).
@@ -220,7 +212,7 @@ impl Registry {
             .advance_upload(&rec, offset, state.as_deref(), true)
             .await?
         {
-            return Err(lock_busy());
+            return Err(Error::UploadBusy);
         }
         Ok(UploadRecord {
             offset,
@@ -253,10 +245,10 @@ impl Registry {
             Some(UploadState::Open(rec)) if &rec.repo == repo && !expired(rec.updated_at) => {
                 Ok(rec)
             }
-            Some(_) => Err(Error::upload_unknown()),
+            Some(_) => Err(Error::UploadUnknown),
             None => match self.id_key().await?.verify(repo, id) {
                 Some(created) if !expired(created) => Ok(unrecorded(id.clone(), repo, created)),
-                _ => Err(Error::upload_unknown()),
+                _ => Err(Error::UploadUnknown),
             },
         }
     }
@@ -279,7 +271,7 @@ impl Registry {
                 "upload {} holds {len} bytes, its record says {}",
                 rec.id, rec.offset
             ))),
-            Err(berth_store::StoreError::NotFound) => Err(Error::upload_unknown()),
+            Err(berth_store::StoreError::NotFound) => Err(Error::UploadUnknown),
             Err(e) => Err(e.into()),
         }
     }
@@ -462,7 +454,7 @@ impl Registry {
                 .await?
             {
                 // Only possible if another node wrote the session meanwhile; ours is the loser.
-                return Err(lock_busy());
+                return Err(Error::UploadBusy);
             }
             state = Some(saved);
         }
@@ -509,7 +501,7 @@ fn lock_hasher(h: &std::sync::Mutex<DigestHasher>) -> std::sync::MutexGuard<'_, 
 /// counts are gone (see `Registry::still_held`): the session is unknown, not broken.
 fn session_gone(e: berth_store::StoreError) -> Error {
     match e {
-        berth_store::StoreError::NotFound => Error::upload_unknown(),
+        berth_store::StoreError::NotFound => Error::UploadUnknown,
         e => e.into(),
     }
 }
@@ -541,13 +533,10 @@ fn expected_len(rec: &UploadRecord, chunk: ChunkInfo) -> Result<Option<u64>> {
             }
             if let Some(l) = chunk.length {
                 if l != r.len() {
-                    return Err(Error::spec(
-                        ErrorCode::SizeInvalid,
-                        format!(
-                            "Content-Length {l} does not match Content-Range {}-{}",
-                            r.start, r.end
-                        ),
-                    ));
+                    return Err(Error::SizeInvalid(format!(
+                        "Content-Length {l} does not match Content-Range {}-{}",
+                        r.start, r.end
+                    )));
                 }
             }
             Ok(Some(r.len()))
@@ -679,16 +668,7 @@ mod tests {
                 .finish_upload(&repo, &rec.id, &wrong, announced, Some(body(content)))
                 .await
                 .unwrap_err();
-            assert!(
-                matches!(
-                    e,
-                    Error::Spec {
-                        code: berth_oci::ErrorCode::DigestInvalid,
-                        ..
-                    }
-                ),
-                "{e}"
-            );
+            assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
             assert!(reg.blob_size(&repo, &wrong).await.is_err());
             let short = ChunkInfo {
                 length: Some(content.len() as u64 + 1),
@@ -796,15 +776,7 @@ mod crash_tests {
         let d = Digest::sha256(b"committed");
         // What the killed finish had done: the commit, not the metadata write.
         store.commit(&rec.id, &d, 9).await.unwrap();
-        let unknown = |r: crate::Result<_>| {
-            matches!(
-                r,
-                Err(crate::Error::Spec {
-                    code: berth_oci::ErrorCode::BlobUploadUnknown,
-                    ..
-                })
-            )
-        };
+        let unknown = |r: crate::Result<_>| matches!(r, Err(crate::Error::UploadUnknown));
         assert!(unknown(reg.upload_status(&repo, &rec.id).await.map(drop)));
         assert!(unknown(
             reg.patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"more"))

@@ -176,10 +176,7 @@ fn page_of<T>(mut items: Vec<T>, req: ListRequest) -> Paged<T> {
 }
 
 fn bad_sort(key: SortKey, what: &str) -> Error {
-    Error::spec(
-        berth_oci::ErrorCode::Unsupported,
-        format!("{what} cannot be sorted by {key:?}"),
-    )
+    Error::Unsupported(format!("{what} cannot be sorted by {key:?}"))
 }
 
 /// Image sizes in one repository: each manifest with everything it references, children
@@ -289,7 +286,7 @@ impl Registry {
             .meta
             .repository(repo)
             .await?
-            .ok_or_else(|| Error::name_unknown(repo))?;
+            .ok_or_else(|| Error::NameUnknown(repo.clone()))?;
         let mut sizes = Sizes::new(&contents);
         let rows = contents
             .tags

@@ -12,15 +12,27 @@ use berth_registry::Error;
 /// `Retry-After` on 429).
 #[derive(Debug)]
 pub struct ApiError {
-    pub error: Error,
+    pub error: Failure,
     /// Few and rare: a list, not a `HeaderMap`, keeps every `Result` small.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// What failed: the domain, or the HTTP front itself (a request it cannot read, a caller
+/// it does not admit).
+#[derive(Debug)]
+pub enum Failure {
+    Domain(Error),
+    Spec {
+        code: ErrorCode,
+        status: u16,
+        message: String,
+    },
 }
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         ApiError {
-            error,
+            error: Failure::Domain(error),
             headers: Vec::new(),
         }
     }
@@ -28,11 +40,26 @@ impl From<Error> for ApiError {
 
 impl ApiError {
     pub fn spec(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        Error::spec(code, message).into()
+        ApiError::status(code, code.status(), message)
     }
 
     pub fn status(code: ErrorCode, status: u16, message: impl Into<String>) -> ApiError {
-        Error::spec(code, message).with_status(status).into()
+        ApiError {
+            error: Failure::Spec {
+                code,
+                status,
+                message: message.into(),
+            },
+            headers: Vec::new(),
+        }
+    }
+
+    /// Whether this is the spec error `code`.
+    pub fn is(&self, code: ErrorCode) -> bool {
+        match &self.error {
+            Failure::Domain(e) => e.code() == Some(code),
+            Failure::Spec { code: c, .. } => *c == code,
+        }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> ApiError {
@@ -58,7 +85,7 @@ pub fn route_error(e: RouteError, method: &Method) -> ApiError {
         ),
         RouteError::Reference(berth_oci::NameError::Digest(e)) => digest_error(e),
         RouteError::Reference(e) => ApiError::spec(ErrorCode::ManifestInvalid, e.to_string()),
-        RouteError::Upload => Error::upload_unknown().into(),
+        RouteError::Upload => Error::UploadUnknown.into(),
     }
 }
 
@@ -120,42 +147,46 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn response(error: Error) -> Response {
+fn response(error: Failure) -> Response {
     match error {
-        Error::Spec {
+        Failure::Spec {
             code,
             status,
             message,
-            detail,
-        } => json(status, body(code, &message, detail)),
-        Error::ChunkOutOfOrder { repo, id, offset } => {
-            let text = body(
-                ErrorCode::BlobUploadInvalid,
-                &format!("chunk does not start at the upload's offset {offset}"),
-                Some(serde_json::json!({ "offset": offset })),
+        } => json(status, body(code, &message, None)),
+        Failure::Domain(e) => domain_response(e),
+    }
+}
+
+/// The status each domain error answers with, and the headers some carry.
+fn domain_response(e: Error) -> Response {
+    let status = match &e {
+        Error::Internal(msg) => {
+            tracing::error!(error = %msg, "internal error");
+            return json(
+                500,
+                r#"{"errors":[{"code":"UNKNOWN","message":"internal server error"}]}"#.to_owned(),
             );
-            let mut r = json(416, text);
+        }
+        Error::UploadBusy | Error::ChunkOutOfOrder { .. } | Error::RangeNotSatisfiable { .. } => {
+            416
+        }
+        Error::ManifestTooLarge { .. } => 413,
+        Error::Unsupported(_) => 400,
+        other => other.code().map_or(500, ErrorCode::status),
+    };
+    let code = e.code().unwrap_or(ErrorCode::Unsupported);
+    let mut r = json(status, body(code, &e.to_string(), e.detail()));
+    match e {
+        Error::ChunkOutOfOrder { repo, id, offset } => {
             crate::headers::upload_headers(r.headers_mut(), &repo, &id, offset);
-            r
         }
         Error::RangeNotSatisfiable { size } => {
-            let text = body(
-                ErrorCode::SizeInvalid,
-                &format!("requested range not satisfiable for a blob of {size} bytes"),
-                Some(serde_json::json!({ "size": size })),
-            );
-            let mut r = json(416, text);
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
-            r
         }
-        Error::Internal(msg) => {
-            tracing::error!(error = %msg, "internal error");
-            json(
-                500,
-                r#"{"errors":[{"code":"UNKNOWN","message":"internal server error"}]}"#.to_owned(),
-            )
-        }
+        _ => {}
     }
+    r
 }

@@ -346,13 +346,7 @@ impl Auth {
 
     /// Adds the challenge to a 401 that [`Auth::caller`] returned.
     pub fn challenge(&self, e: ApiError, base: &str) -> ApiError {
-        let unauthorized = matches!(
-            e.error,
-            berth_registry::Error::Spec {
-                code: ErrorCode::Unauthorized,
-                ..
-            }
-        );
+        let unauthorized = e.is(ErrorCode::Unauthorized);
         match self.challenge_header(base, None, false) {
             Some(v) if unauthorized && self.is_on() => e.with_header(header::WWW_AUTHENTICATE, v),
             _ => e,

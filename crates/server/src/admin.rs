@@ -29,7 +29,7 @@ type Result<T = Response, E = ApiError> = std::result::Result<T, E>;
 const MAX_PER_PAGE: u64 = 1000;
 
 fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::status(ErrorCode::Unsupported, 400, message)
+    ApiError::bad_request(ErrorCode::Unsupported, message)
 }
 
 /// Every `/api/v1/…` request.
@@ -87,9 +87,8 @@ async fn route(reg: &Registry, method: &Method, path: &str, q: &Query) -> Result
                 .await?;
             Ok(paged(page, &format!("/api/v1/repositories/{repo}/tags"), q))
         }
-        ("gc" | "reconcile" | "usage" | "repositories", _) => Err(ApiError::status(
+        ("gc" | "reconcile" | "usage" | "repositories", _) => Err(ApiError::spec(
             ErrorCode::Unsupported,
-            405,
             format!("method {method} is not supported on this endpoint"),
         )),
         _ => Err(not_found()),
@@ -97,7 +96,7 @@ async fn route(reg: &Registry, method: &Method, path: &str, q: &Query) -> Result
 }
 
 fn not_found() -> ApiError {
-    ApiError::status(ErrorCode::Unsupported, 404, "no such endpoint")
+    ApiError::no_endpoint("no such endpoint")
 }
 
 fn ok(value: &impl serde::Serialize) -> Result {

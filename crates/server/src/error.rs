@@ -43,7 +43,22 @@ impl ApiError {
         ApiError::status(code, code.status(), message)
     }
 
-    pub fn status(code: ErrorCode, status: u16, message: impl Into<String>) -> ApiError {
+    /// A request whose parameters are wrong (400), with the spec code that says which.
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError::status(code, 400, message)
+    }
+
+    /// A path that is no endpoint of ours (outside `/v2/`, where `NAME_UNKNOWN` says so).
+    pub fn no_endpoint(message: impl Into<String>) -> ApiError {
+        ApiError::status(ErrorCode::Unsupported, 404, message)
+    }
+
+    /// A `Content-Range` that cannot be parsed (416, as for one out of order).
+    pub fn bad_content_range() -> ApiError {
+        ApiError::status(ErrorCode::BlobUploadInvalid, 416, "invalid Content-Range")
+    }
+
+    fn status(code: ErrorCode, status: u16, message: impl Into<String>) -> ApiError {
         ApiError {
             error: Failure::Spec {
                 code,

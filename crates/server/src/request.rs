@@ -33,9 +33,8 @@ impl Query {
         let mut it = self.0.iter().filter(|(k, _)| k == key);
         let first = it.next().map(|(_, v)| v.as_str());
         if it.next().is_some() {
-            return Err(ApiError::status(
+            return Err(ApiError::bad_request(
                 code,
-                400,
                 format!("query parameter {key:?} given more than once"),
             ));
         }
@@ -46,9 +45,8 @@ impl Query {
         match self.one(key, ErrorCode::Unsupported)? {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                ApiError::status(
+                ApiError::bad_request(
                     ErrorCode::Unsupported,
-                    400,
                     format!("{key} must be a non-negative integer"),
                 )
             }),
@@ -75,9 +73,7 @@ pub(crate) fn chunk_info(h: &HeaderMap) -> Result<ChunkInfo> {
             v.to_str()
                 .ok()
                 .and_then(parse_content_range)
-                .ok_or_else(|| {
-                    ApiError::status(ErrorCode::BlobUploadInvalid, 416, "invalid Content-Range")
-                })?,
+                .ok_or_else(ApiError::bad_content_range)?,
         ),
     };
     Ok(ChunkInfo {

@@ -155,9 +155,8 @@ impl Auth {
             .check(&by_ip, self.burst)
             .and_then(|()| self.limiter.check(&by_user, self.burst * 2));
         if let Err(wait) = throttled {
-            return Err(ApiError::status(
+            return Err(ApiError::spec(
                 ErrorCode::TooManyRequests,
-                429,
                 "too many failed logins: try again later",
             )
             .with_header(
@@ -175,9 +174,8 @@ impl Auth {
         self.limiter.fail(&by_ip);
         self.limiter.fail(&by_user);
         tracing::info!(user, %peer, "failed login");
-        Err(ApiError::status(
+        Err(ApiError::spec(
             ErrorCode::Unauthorized,
-            401,
             "invalid username or password",
         ))
     }
@@ -192,13 +190,8 @@ impl Auth {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Ok(Caller::anonymous());
         };
-        let malformed = || {
-            ApiError::status(
-                ErrorCode::Unauthorized,
-                401,
-                "malformed Authorization header",
-            )
-        };
+        let malformed =
+            || ApiError::spec(ErrorCode::Unauthorized, "malformed Authorization header");
         let value = value.to_str().map_err(|_| malformed())?;
         let (scheme, rest) = value.split_once(' ').ok_or_else(malformed)?;
         let rest = rest.trim();
@@ -216,7 +209,7 @@ impl Auth {
                 .as_ref()
                 .and_then(|t| t.verify(rest))
                 .ok_or_else(|| {
-                    ApiError::status(ErrorCode::Unauthorized, 401, "invalid or expired token")
+                    ApiError::spec(ErrorCode::Unauthorized, "invalid or expired token")
                 })?;
             let who = if verified.sub.is_empty() {
                 Identity::Anonymous
@@ -280,9 +273,8 @@ impl Auth {
                 }
             }
             Need::Admin if self.is_admin(caller) => Ok(()),
-            Need::Admin if caller.presented => Err(ApiError::status(
+            Need::Admin if caller.presented => Err(ApiError::spec(
                 ErrorCode::Denied,
-                403,
                 format!("{} is not an administrator", caller.who.name()),
             )),
             Need::Admin => Err(self.unauthorized(base, None, false)),
@@ -299,9 +291,8 @@ impl Auth {
                 match (&caller.token, caller.presented) {
                     (Some(_), _) => Err(self.unauthorized(base, Some(&scope), true)),
                     (None, false) => Err(self.unauthorized(base, Some(&scope), false)),
-                    (None, true) => Err(ApiError::status(
+                    (None, true) => Err(ApiError::spec(
                         ErrorCode::Denied,
-                        403,
                         format!("{} may not {action} {repo}", caller.who.name()),
                     )),
                 }
@@ -337,7 +328,7 @@ impl Auth {
         } else {
             "authentication required"
         };
-        let e = ApiError::status(ErrorCode::Unauthorized, 401, message);
+        let e = ApiError::spec(ErrorCode::Unauthorized, message);
         match self.challenge_header(base, scope, insufficient) {
             Some(v) => e.with_header(header::WWW_AUTHENTICATE, v),
             None => e,
@@ -363,9 +354,7 @@ impl Auth {
         peer: IpAddr,
     ) -> Result<serde_json::Value, ApiError> {
         let Some(tokens) = self.tokens.as_ref() else {
-            return Err(ApiError::status(
-                ErrorCode::Unsupported,
-                404,
+            return Err(ApiError::no_endpoint(
                 "authentication is off: no tokens are needed",
             ));
         };
@@ -399,14 +388,13 @@ impl Auth {
                     .and_then(|t| tokens.verify_refresh(t))
                     .filter(|u| self.users.as_ref().is_some_and(|h| h.exists(u)))
                     .ok_or_else(|| {
-                        ApiError::status(ErrorCode::Unauthorized, 401, "invalid refresh token")
+                        ApiError::spec(ErrorCode::Unauthorized, "invalid refresh token")
                     })?;
                 (Identity::User(sub), false)
             }
             (true, other) => {
-                return Err(ApiError::status(
+                return Err(ApiError::bad_request(
                     ErrorCode::Unsupported,
-                    400,
                     format!("unsupported grant_type {:?}", other.unwrap_or("")),
                 ))
             }

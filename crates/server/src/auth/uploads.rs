@@ -36,9 +36,8 @@ impl UploadLimit {
             v4 => v4.to_string(),
         };
         self.limiter.take(&key, self.burst).map_err(|wait| {
-            ApiError::status(
+            ApiError::spec(
                 ErrorCode::TooManyRequests,
-                429,
                 "too many upload sessions opened: try again later",
             )
             .with_header(

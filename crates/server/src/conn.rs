@@ -293,9 +293,8 @@ pub async fn serve<L>(
 /// Open connections (the new one counted) up to which a new connection's read buffer may
 /// grow to hyper's default, about 400 KiB: a body fills it, so fewer reads per byte. A
 /// connection opened beyond keeps its buffer to [`CROWDED_READ_BUF`], so that memory does
-/// not grow by 400 KiB per busy client: 256 clients pushing at once took the server to
-/// 150 MiB, 88–90 MiB with this (BENCHMARKS.md, item 26). Capping every connection
-/// instead took it to 64 MiB but cost a handful of clients their push rate.
+/// not grow by 400 KiB per busy client under hundreds of uploads, while the first few
+/// clients keep their push rate (see BENCHMARKS.md).
 const UNCROWDED: usize = 64;
 const CROWDED_READ_BUF: usize = 64 << 10;
 

@@ -63,11 +63,10 @@ struct Pending {
 
 /// Unsent bytes a connection's socket may hold before it stops taking more. Without a limit
 /// the kernel queues up to the whole send buffer (megabytes) of file pages per connection,
-/// and those go out later, whenever acknowledgements open the window. With this one,
-/// sendfile hands over little more than the window takes at once: 64 clients pulling
-/// 16 MiB blobs over loopback moved from about 3 to 6 GB/s, and with the client hashing
-/// what it reads from about 1.4 to 1.65 GB/s (BENCHMARKS.md, item 25). It bounds the
-/// queue, not what is in flight, so long fat links keep their throughput.
+/// and those go out later, whenever acknowledgements open the window; with it, sendfile
+/// hands over little more than the window takes at once, which parallel pulls need (see
+/// BENCHMARKS.md). It bounds the queue, not what is in flight, so long fat links keep
+/// their throughput.
 const NOTSENT_LOWAT: u32 = 16 << 10;
 
 /// Accepts TCP connections as [`Conn`]s, with `TCP_NODELAY` like `axum::serve`'s default,

@@ -62,6 +62,22 @@ fn port_in_use_is_one_clear_line() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
 
+/// Leases of one process are everyone's only if no other process serves the same database:
+/// a second server on a data directory in use refuses to start, in one line.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_refuses_to_start() {
+    let first = crate::e2e::harness::TestRegistry::spawn();
+    let (ok, err) = run_to_end(
+        berth()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&first.data),
+    );
+    assert!(!ok);
+    assert!(err.contains("in use by another process"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(first.get("/v2/").await.status(), 200, "the first goes on");
+}
+
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();

@@ -106,9 +106,19 @@ impl SqliteMeta {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(false);
-        let mut writer = base.clone().create_if_missing(true).connect().await?;
+        // Migrations run without a sync per transaction: a crash before the next synced
+        // commit loses a migration and its record together, and the next start applies both.
+        let mut writer = base
+            .clone()
+            .synchronous(SqliteSynchronous::Normal)
+            .create_if_missing(true)
+            .connect()
+            .await?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&mut writer)
+            .await?;
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut writer)
             .await?;
         // Readers connect on first use: nothing of theirs is on the start-up path.
         let reader = SqlitePoolOptions::new()

@@ -33,8 +33,11 @@ pub enum Key {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     Manifest(ManifestRecord),
-    /// The spec's JSON body of the list.
-    TagList(Bytes),
+    /// A whole tag list: its names, from which pages are cut, and its JSON body.
+    TagList {
+        names: std::sync::Arc<Vec<String>>,
+        body: Bytes,
+    },
 }
 
 impl Value {
@@ -47,7 +50,8 @@ impl Value {
             Value::Manifest(m) => {
                 m.media_type.len() + m.annotations.as_ref().map_or(0, String::len)
             }
-            Value::TagList(b) => b.len(),
+            // The names take about what the body does.
+            Value::TagList { body, .. } => 2 * body.len(),
         };
         ENTRY_COST + names + body
     }
@@ -149,7 +153,10 @@ mod tests {
     fn an_entry_is_served_only_at_the_generation_it_was_read_at() {
         let c = Resolutions::default();
         let key = Key::TagList("a".parse().unwrap());
-        let body = Value::TagList(Bytes::from_static(b"{}"));
+        let body = Value::TagList {
+            names: Default::default(),
+            body: Bytes::from_static(b"{}"),
+        };
         c.keep(key.clone(), 7, body.clone());
         assert_eq!(c.get(&key, 7), Some(body));
         assert_eq!(c.get(&key, 8), None, "a write committed since");
@@ -160,7 +167,9 @@ mod tests {
         let c = Resolutions::default();
         for i in 0..20_000u32 {
             let key = Key::TagList(format!("r{i}").parse().unwrap());
-            c.keep(key, 1, Value::TagList(Bytes::from(vec![b'x'; 1000])));
+            let body = Bytes::from(vec![b'x'; 1000]);
+            let names = Default::default();
+            c.keep(key, 1, Value::TagList { names, body });
             assert!(c.kept.lock().unwrap().bytes <= RESOLUTIONS_MAX_BYTES);
         }
     }

@@ -62,21 +62,25 @@ fn json(value: &impl Serialize) -> Bytes {
 impl Registry {
     /// Tags of `repo` in lexical order after `last`: all of them when `n` is not given,
     /// else at most `n` (capped at the configured page limit). A whole list, what CI jobs
-    /// and update bots poll, is answered from the cache while no write has changed it.
+    /// and update bots poll, is kept while no write changes it, and pages are cut from it.
     pub async fn list_tags(
         &self,
         repo: &RepoName,
         n: Option<u64>,
         last: Option<&str>,
     ) -> Result<Listing> {
-        let whole = (n.is_none() && last.is_none()).then(|| Key::TagList(repo.clone()));
+        let n = n.map(|n| n.min(self.opts.max_page));
+        let key = Key::TagList(repo.clone());
         let generation = self.meta.generation().await?;
-        if let Some(key) = &whole {
-            if let Some(Value::TagList(body)) = self.resolutions.get(key, generation) {
+        let whole = n.is_none() && last.is_none();
+        if let Some(Value::TagList { names, body }) = self.resolutions.get(&key, generation) {
+            if whole {
                 return Ok(Listing::whole(body));
             }
+            let from = last.map_or(0, |l| names.partition_point(|t| t.as_str() <= l));
+            let to = n.map_or(names.len(), |n| names.len().min(from + n as usize + 1));
+            return Ok(cut(names[from..to].to_vec(), n, tag_body(repo)));
         }
-        let n = n.map(|n| n.min(self.opts.max_page));
         let page = Page {
             after: last,
             limit: n.map(|n| n + 1),
@@ -86,17 +90,17 @@ impl Registry {
             .tags(repo, page)
             .await?
             .ok_or_else(|| Error::NameUnknown(repo.clone()))?;
-        let listing = cut(names, n, |tags| {
-            json(&TagList {
-                name: repo.as_str(),
-                tags,
-            })
-        });
-        if let Some(key) = whole {
-            let body = Value::TagList(listing.body.clone());
-            self.resolutions.keep(key, generation, body);
+        if !whole {
+            return Ok(cut(names, n, tag_body(repo)));
         }
-        Ok(listing)
+        let names = std::sync::Arc::new(names);
+        let body = tag_body(repo)(&names);
+        let value = Value::TagList {
+            names,
+            body: body.clone(),
+        };
+        self.resolutions.keep(key, generation, value);
+        Ok(Listing::whole(body))
     }
 
     /// Repository names in lexical order after `last` that `visible` keeps, at most `n` (a
@@ -169,6 +173,16 @@ impl Registry {
                 annotations: r.annotations.and_then(|a| serde_json::from_str(&a).ok()),
             })
             .collect())
+    }
+}
+
+/// What writes the body of a page of `repo`'s tags.
+fn tag_body(repo: &RepoName) -> impl FnOnce(&[String]) -> Bytes + '_ {
+    move |tags| {
+        json(&TagList {
+            name: repo.as_str(),
+            tags,
+        })
     }
 }
 

@@ -295,6 +295,57 @@ mod tests {
         e.code().expect("a spec error")
     }
 
+    /// Pages cut from a whole tag list kept in the cache are the pages the database gives,
+    /// and a tag written after the list was kept shows in the next list and page.
+    #[tokio::test]
+    async fn tag_pages_from_the_kept_list_match_the_database_and_follow_writes() {
+        let (reg, _dir) = registry().await;
+        let repo: RepoName = "pages".parse().unwrap();
+        let config = push_blob(&reg, &repo, b"{}").await;
+        let layer = push_blob(&reg, &repo, b"layer").await;
+        let put = |t: &str| {
+            let t: Reference = t.parse().unwrap();
+            let reg = &reg;
+            let (repo, body) = (&repo, image(&config, &layer, 5));
+            async move { reg.put_manifest(repo, &t, None, body).await.unwrap() }
+        };
+        for t in ["a", "b", "c", "d", "e"] {
+            put(t).await;
+        }
+        let pages = |reg: Registry| async move {
+            let mut out = Vec::new();
+            for (n, last) in [
+                (Some(2), None),
+                (Some(2), Some("b")),
+                (Some(9), Some("c")),
+                (None, Some("a")),
+            ] {
+                let l = reg
+                    .list_tags(&"pages".parse().unwrap(), n, last)
+                    .await
+                    .unwrap();
+                out.push((l.body, l.more, l.last));
+            }
+            out
+        };
+        let from_db = pages(reg.clone()).await;
+        reg.list_tags(&repo, None, None).await.unwrap();
+        assert_eq!(
+            pages(reg.clone()).await,
+            from_db,
+            "pages cut from the kept list"
+        );
+        put("bb").await;
+        let whole = reg.list_tags(&repo, None, None).await.unwrap();
+        assert_eq!(
+            whole.body,
+            &br#"{"name":"pages","tags":["a","b","bb","c","d","e"]}"#[..]
+        );
+        let page = reg.list_tags(&repo, Some(1), Some("b")).await.unwrap();
+        assert_eq!(page.body, &br#"{"name":"pages","tags":["bb"]}"#[..]);
+        assert!(page.more);
+    }
+
     /// A new tag of a stored manifest skips writing its bytes only when they are there: a
     /// record without its file gets the file back.
     #[tokio::test]

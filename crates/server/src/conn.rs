@@ -8,13 +8,14 @@
 //! [`IdleTimeout`].
 
 use crate::config::ConnLimits;
-use crate::sendfile::Peer;
+use crate::sendfile::{ConnInfo, Peer};
 use axum::extract::ConnectInfo;
 use axum::serve::Listener;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -171,36 +172,13 @@ pub async fn serve<L>(
     L: Listener<Addr = SocketAddr>,
     L::Io: Peer + AsyncRead + AsyncWrite + Unpin,
 {
-    let files = raise_fd_limit();
-    // Each connection is a descriptor and may open a blob file; keep a reserve for the
-    // database, the uploads and the refusals.
-    let fit = usize::try_from(files.saturating_sub(512) / 2).unwrap_or(usize::MAX);
-    let mut max_connections = limits.max_connections.clamp(1, 1 << 24);
-    if max_connections > fit {
-        tracing::warn!(
-            "max_connections {max_connections} lowered to {fit}: the open-file limit is {files}"
-        );
-        max_connections = fit.max(1);
-    }
+    let max_connections = connection_cap(&limits);
     let idle = limits.header_timeout;
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(idle);
-    // Streams per connection are bounded, so the connection cap bounds requests too.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(64);
-    let mut crowded = builder.clone();
-    crowded.http1().max_buf_size(CROWDED_READ_BUF);
-    let mut refusal = Builder::new(TokioExecutor::new());
-    refusal
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(1))
-        .keep_alive(false);
+    let Builders {
+        normal: builder,
+        crowded,
+        refusal,
+    } = builders(idle);
     let open = Arc::new(Semaphore::new(max_connections));
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let stop = CancellationToken::new();
@@ -226,17 +204,7 @@ pub async fn serve<L>(
             activity: Arc::clone(&activity),
             born,
         });
-        let (app, watched) = (app.clone(), Arc::clone(&activity));
-        let svc = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
-            let handling = Handling::start(&watched);
-            req.extensions_mut().insert(ConnectInfo(info.clone()));
-            let answer = app.clone().oneshot(req);
-            async move {
-                let r = answer.await;
-                drop(handling);
-                r
-            }
-        });
+        let svc = service(app.clone(), info, Arc::clone(&activity));
         let open_now = max_connections.saturating_sub(open.available_permits());
         let http = if is_crowded(open_now) {
             &crowded
@@ -248,37 +216,127 @@ pub async fn serve<L>(
             .into_owned();
         let stop = stop.clone();
         tasks.spawn(async move {
-            tokio::pin!(conn);
-            // One wake-up per quiet period, at the moment it would end, not a polling tick.
-            let watchdog = tokio::time::sleep(idle);
-            tokio::pin!(watchdog);
-            let ended = loop {
-                tokio::select! {
-                    r = conn.as_mut() => break r,
-                    () = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        break conn.as_mut().await;
-                    }
-                    () = &mut watchdog => {
-                        let quiet_for = activity.idle_for(born);
-                        let busy = activity.handling.load(Ordering::Relaxed) > 0;
-                        if !busy && quiet_for >= idle {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
-                            break Ok(());
-                        }
-                        let wait = if busy { idle } else { idle - quiet_for };
-                        watchdog.as_mut().reset(tokio::time::Instant::now() + wait);
-                    }
-                }
-            };
-            if let Err(e) = ended {
+            if let Err(e) = watch(conn, stop, activity, born, idle).await {
                 tracing::debug!("connection from {remote}: {e}");
             }
             drop(permit);
         });
     }
     drop(listener);
+    drain(stop, tasks, grace).await;
+}
+
+/// Serves one connection until it ends, `stop` asks it to finish, or its watchdog finds it
+/// quiet: no request being handled and no byte moved for `idle`. One wake-up per quiet
+/// period, at the moment it would end, not a polling tick.
+async fn watch<C: GracefulConnection>(
+    conn: C,
+    stop: CancellationToken,
+    activity: Arc<Activity>,
+    born: Instant,
+    idle: Duration,
+) -> Result<(), C::Error> {
+    tokio::pin!(conn);
+    let watchdog = tokio::time::sleep(idle);
+    tokio::pin!(watchdog);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            () = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                return conn.as_mut().await;
+            }
+            () = &mut watchdog => {
+                let quiet_for = activity.idle_for(born);
+                let busy = activity.handling.load(Ordering::Relaxed) > 0;
+                if !busy && quiet_for >= idle {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await;
+                    return Ok(());
+                }
+                let wait = if busy { idle } else { idle - quiet_for };
+                watchdog.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
+        }
+    }
+}
+
+/// Connections open at most: the configured cap, lowered to what the open-file limit
+/// allows (each connection is a descriptor and may open a blob file; a reserve stays for
+/// the database, the uploads and the refusals).
+fn connection_cap(limits: &ConnLimits) -> usize {
+    let files = raise_fd_limit();
+    let fit = usize::try_from(files.saturating_sub(512) / 2).unwrap_or(usize::MAX);
+    let max_connections = limits.max_connections.clamp(1, 1 << 24);
+    if max_connections > fit {
+        tracing::warn!(
+            "max_connections {max_connections} lowered to {fit}: the open-file limit is {files}"
+        );
+        return fit.max(1);
+    }
+    max_connections
+}
+
+/// How connections are served: normally, when crowded (a smaller read buffer), and when
+/// refused (one answer, then closed).
+struct Builders {
+    normal: Builder<TokioExecutor>,
+    crowded: Builder<TokioExecutor>,
+    refusal: Builder<TokioExecutor>,
+}
+
+fn builders(idle: Duration) -> Builders {
+    let mut normal = Builder::new(TokioExecutor::new());
+    normal
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle);
+    // Streams per connection are bounded, so the connection cap bounds requests too.
+    normal
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(64);
+    let mut crowded = normal.clone();
+    crowded.http1().max_buf_size(CROWDED_READ_BUF);
+    let mut refusal = Builder::new(TokioExecutor::new());
+    refusal
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(1))
+        .keep_alive(false);
+    Builders {
+        normal,
+        crowded,
+        refusal,
+    }
+}
+
+/// The app as one connection's service: each request knows its connection, and counts as
+/// being handled (for the watchdog) until its response is ready.
+fn service(
+    app: Router,
+    info: ConnInfo,
+    activity: Arc<Activity>,
+) -> impl tower::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
+> + Clone {
+    tower::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let handling = Handling::start(&activity);
+        req.extensions_mut().insert(ConnectInfo(info.clone()));
+        let answer = app.clone().oneshot(req);
+        async move {
+            let r = answer.await;
+            drop(handling);
+            r
+        }
+    })
+}
+
+/// Asks open connections to finish and waits for them, for at most `grace`.
+async fn drain(stop: CancellationToken, tasks: TaskTracker, grace: Duration) {
     tracing::info!("shutting down: draining in-flight requests");
     stop.cancel();
     tasks.close();

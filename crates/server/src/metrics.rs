@@ -204,20 +204,7 @@ impl StorageGauges {
                 r.tags
             }),
         ];
-        // The largest by unique bytes (what deleting them would free), listed by name.
-        let mut largest: Vec<&berth_meta::RepoUsage> = u.repositories.iter().collect();
-        if largest.len() > self.repositories {
-            let by_size = |a: &&berth_meta::RepoUsage, b: &&berth_meta::RepoUsage| {
-                b.unique_bytes
-                    .cmp(&a.unique_bytes)
-                    .then_with(|| a.name.cmp(&b.name))
-            };
-            if self.repositories > 0 {
-                largest.select_nth_unstable_by(self.repositories - 1, by_size);
-            }
-            largest.truncate(self.repositories);
-        }
-        largest.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        let largest = largest(&u.repositories, self.repositories);
         for (name, help, f) in per_repo {
             gauge(
                 name,
@@ -251,6 +238,24 @@ impl StorageGauges {
         }
         self.text.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+/// The `n` largest repositories by unique bytes (what deleting them would free), by name.
+fn largest(repositories: &[berth_meta::RepoUsage], n: usize) -> Vec<&berth_meta::RepoUsage> {
+    let mut largest: Vec<&berth_meta::RepoUsage> = repositories.iter().collect();
+    if largest.len() > n {
+        let by_size = |a: &&berth_meta::RepoUsage, b: &&berth_meta::RepoUsage| {
+            b.unique_bytes
+                .cmp(&a.unique_bytes)
+                .then_with(|| a.name.cmp(&b.name))
+        };
+        if n > 0 {
+            largest.select_nth_unstable_by(n - 1, by_size);
+        }
+        largest.truncate(n);
+    }
+    largest.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    largest
 }
 
 #[cfg(test)]

@@ -358,30 +358,58 @@ impl Auth {
                 "authentication is off: no tokens are needed",
             ));
         };
+        let post = method == Method::POST;
         let params: Vec<(String, String)> =
-            form_urlencoded::parse(if method == Method::POST { form } else { query }.as_bytes())
+            form_urlencoded::parse(if post { form } else { query }.as_bytes())
                 .into_owned()
                 .collect();
-        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let scopes: Vec<&str> = params
             .iter()
             .filter(|(n, _)| n == "scope")
             .flat_map(|(_, v)| v.split(' '))
             .filter(|s| !s.is_empty())
             .collect();
-        let basic_realm = || {
-            HeaderValue::from_str(&format!("Basic realm=\"{}\"", self.service))
-                .unwrap_or(HeaderValue::from_static("Basic"))
-        };
+        let (who, offline) = self
+            .token_subject(tokens, post, &params, headers, peer)
+            .await?;
+        let grants = self.grants(&who, &scopes);
+        let issued = tokens.issue(who.name(), grants).map_err(internal)?;
+        let issued_at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_secs(issued.issued_at.max(0) as u64),
+        )
+        .to_string();
+        let mut body = serde_json::json!({
+            "token": issued.token,
+            "access_token": issued.token,
+            "expires_in": issued.expires_in,
+            "issued_at": issued_at,
+        });
+        if post {
+            body["scope"] = serde_json::Value::from(scopes.join(" "));
+        }
+        if offline && who != Identity::Anonymous {
+            let refresh = tokens.issue_refresh(who.name()).map_err(internal)?;
+            body["refresh_token"] = serde_json::Value::from(refresh);
+        }
+        Ok(body)
+    }
 
-        // Who: OAuth2 password or refresh grant (POST), else Basic credentials, else nobody.
-        let (who, offline) = match (method == Method::POST, get("grant_type")) {
+    /// Who a token is for, and whether a refresh token goes with it: the OAuth2 password or
+    /// refresh grant (POST), else Basic credentials, else nobody.
+    async fn token_subject(
+        &self,
+        tokens: &token::Tokens,
+        post: bool,
+        params: &[(String, String)],
+        headers: &HeaderMap,
+        peer: IpAddr,
+    ) -> Result<(Identity, bool), ApiError> {
+        let get = |k: &str| param(params, k);
+        match (post, get("grant_type")) {
             (true, Some("password")) => {
                 let (u, p) = (get("username").unwrap_or(""), get("password").unwrap_or(""));
-                (
-                    self.login(u, p, peer).await?,
-                    get("access_type") == Some("offline"),
-                )
+                let who = self.login(u, p, peer).await?;
+                Ok((who, get("access_type") == Some("offline")))
             }
             (true, Some("refresh_token")) => {
                 let sub = get("refresh_token")
@@ -390,32 +418,35 @@ impl Auth {
                     .ok_or_else(|| {
                         ApiError::spec(ErrorCode::Unauthorized, "invalid refresh token")
                     })?;
-                (Identity::User(sub), false)
+                Ok((Identity::User(sub), false))
             }
-            (true, other) => {
-                return Err(ApiError::bad_request(
-                    ErrorCode::Unsupported,
-                    format!("unsupported grant_type {:?}", other.unwrap_or("")),
-                ))
-            }
+            (true, other) => Err(ApiError::bad_request(
+                ErrorCode::Unsupported,
+                format!("unsupported grant_type {:?}", other.unwrap_or("")),
+            )),
             (false, _) => {
+                let basic_realm =
+                    HeaderValue::from_str(&format!("Basic realm=\"{}\"", self.service))
+                        .unwrap_or(HeaderValue::from_static("Basic"));
                 let caller = self
                     .caller(headers, peer)
                     .await
-                    .map_err(|e| e.with_header(header::WWW_AUTHENTICATE, basic_realm()))?;
-                (caller.who, get("offline_token") == Some("true"))
+                    .map_err(|e| e.with_header(header::WWW_AUTHENTICATE, basic_realm))?;
+                Ok((caller.who, get("offline_token") == Some("true")))
             }
-        };
+        }
+    }
 
-        // What: each scope asked for, cut down to what the rules allow.
+    /// What a token grants: each scope asked for, cut down to what the rules allow.
+    fn grants(&self, who: &Identity, scopes: &[&str]) -> Vec<token::Grant> {
         let caller = Caller {
             who: who.clone(),
             token: None,
-            presented: who != Identity::Anonymous,
+            presented: *who != Identity::Anonymous,
         };
         let mut repositories: Vec<(&str, Actions)> = Vec::new();
         let mut catalog = false;
-        for scope in &scopes {
+        for scope in scopes {
             let (kind, rest) = scope.split_once(':').unwrap_or((scope, ""));
             let Some((name, actions)) = rest.rsplit_once(':') else {
                 continue;
@@ -431,36 +462,25 @@ impl Auth {
                 // Docker clients ask for this before listing the catalog; the listing
                 // itself shows only what the caller may pull.
                 "registry" if name == "catalog" => {
-                    catalog |= caller.presented || self.policy.grants_anything(&who);
+                    catalog |= caller.presented || self.policy.grants_anything(who);
                 }
                 _ => {}
             }
         }
-        let grants = repositories
+        repositories
             .into_iter()
             .map(|(name, actions)| token::Grant::repository(name, actions))
             .chain(catalog.then(token::Grant::catalog))
-            .collect();
-        let issued = tokens.issue(who.name(), grants).map_err(internal)?;
-        let issued_at = humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + Duration::from_secs(issued.issued_at.max(0) as u64),
-        )
-        .to_string();
-        let mut body = serde_json::json!({
-            "token": issued.token,
-            "access_token": issued.token,
-            "expires_in": issued.expires_in,
-            "issued_at": issued_at,
-        });
-        if method == Method::POST {
-            body["scope"] = serde_json::Value::from(scopes.join(" "));
-        }
-        if offline && who != Identity::Anonymous {
-            let refresh = tokens.issue_refresh(who.name()).map_err(internal)?;
-            body["refresh_token"] = serde_json::Value::from(refresh);
-        }
-        Ok(body)
+            .collect()
     }
+}
+
+/// The value of the first parameter called `key`.
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// A failure of ours while answering (signing a token): logged, answered as a bare 500.

@@ -182,6 +182,53 @@ fn algorithm_of(jwk: &Jwk) -> Algorithm {
     }
 }
 
+/// A trusted issuer's keys, from its PEM public key or its JWKS file.
+fn external(i: &crate::config::IssuerConfig) -> anyhow::Result<External> {
+    let keys = match (&i.public_key, &i.jwks) {
+        (Some(p), None) => vec![pem_key(&i.issuer, p)?],
+        (None, Some(p)) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("issuer {}: reading {}", i.issuer, p.display()))?;
+            let set: JwkSet = serde_json::from_str(&text)
+                .with_context(|| format!("issuer {}: {} is no JWKS", i.issuer, p.display()))?;
+            let mut keys = Vec::new();
+            for jwk in &set.keys {
+                let key = DecodingKey::from_jwk(jwk)
+                    .with_context(|| format!("issuer {}: a key of {}", i.issuer, p.display()))?;
+                keys.push((key, algorithm_of(jwk), jwk.common.key_id.clone()));
+            }
+            keys
+        }
+        _ => bail!(
+            "issuer {}: needs exactly one of public_key and jwks",
+            i.issuer
+        ),
+    };
+    Ok(External {
+        issuer: i.issuer.clone(),
+        audience: i.audience.clone(),
+        keys,
+    })
+}
+
+/// A PEM public key of `issuer`: EC P-256, Ed25519 or RSA.
+fn pem_key(issuer: &str, p: &Path) -> anyhow::Result<(DecodingKey, Algorithm, Option<String>)> {
+    let pem =
+        std::fs::read(p).with_context(|| format!("issuer {issuer}: reading {}", p.display()))?;
+    let unusable = || format!("issuer {issuer}: {} is no usable public key", p.display());
+    let text = String::from_utf8_lossy(&pem);
+    if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+        Ok((k, Algorithm::ES256, None))
+    } else if let Ok(k) = DecodingKey::from_ed_pem(&pem) {
+        Ok((k, Algorithm::EdDSA, None))
+    } else if text.contains("RSA") || text.contains("PUBLIC KEY") {
+        let k = DecodingKey::from_rsa_pem(&pem).with_context(unusable)?;
+        Ok((k, Algorithm::RS256, None))
+    } else {
+        bail!(unusable())
+    }
+}
+
 impl Tokens {
     /// `key`: the configured key file, else `default_key` (made when missing).
     pub fn load(
@@ -204,63 +251,10 @@ impl Tokens {
         let kid = hex::encode(
             &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &public).as_ref()[..8],
         );
-        let mut externals = Vec::new();
-        for i in issuers {
-            let keys = match (&i.public_key, &i.jwks) {
-                (Some(p), None) => {
-                    let pem = std::fs::read(p)
-                        .with_context(|| format!("issuer {}: reading {}", i.issuer, p.display()))?;
-                    let text = String::from_utf8_lossy(&pem);
-                    let key = if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
-                        (k, Algorithm::ES256)
-                    } else if let Ok(k) = DecodingKey::from_ed_pem(&pem) {
-                        (k, Algorithm::EdDSA)
-                    } else if text.contains("RSA") || text.contains("PUBLIC KEY") {
-                        (
-                            DecodingKey::from_rsa_pem(&pem).with_context(|| {
-                                format!(
-                                    "issuer {}: {} is no usable public key",
-                                    i.issuer,
-                                    p.display()
-                                )
-                            })?,
-                            Algorithm::RS256,
-                        )
-                    } else {
-                        bail!(
-                            "issuer {}: {} is no usable public key",
-                            i.issuer,
-                            p.display()
-                        );
-                    };
-                    vec![(key.0, key.1, None)]
-                }
-                (None, Some(p)) => {
-                    let text = std::fs::read_to_string(p)
-                        .with_context(|| format!("issuer {}: reading {}", i.issuer, p.display()))?;
-                    let set: JwkSet = serde_json::from_str(&text).with_context(|| {
-                        format!("issuer {}: {} is no JWKS", i.issuer, p.display())
-                    })?;
-                    let mut keys = Vec::new();
-                    for jwk in &set.keys {
-                        let key = DecodingKey::from_jwk(jwk).with_context(|| {
-                            format!("issuer {}: a key of {}", i.issuer, p.display())
-                        })?;
-                        keys.push((key, algorithm_of(jwk), jwk.common.key_id.clone()));
-                    }
-                    keys
-                }
-                _ => bail!(
-                    "issuer {}: needs exactly one of public_key and jwks",
-                    i.issuer
-                ),
-            };
-            externals.push(External {
-                issuer: i.issuer.clone(),
-                audience: i.audience.clone(),
-                keys,
-            });
-        }
+        let externals = issuers
+            .iter()
+            .map(external)
+            .collect::<anyhow::Result<_>>()?;
         Ok(Tokens {
             service: service.to_owned(),
             ttl,

@@ -418,15 +418,11 @@ async fn link(c: &mut SqliteConnection, repo: &str, digest: &str, size: u64) -> 
     Ok(())
 }
 
-/// The statements of [`MetaStore::put_manifest`], run inside the writer's transaction.
-async fn put_manifest_in(
-    tx: &mut SqliteConnection,
-    m: NewManifest,
-) -> Result<Result<(), PutRefusal>> {
+/// Why [`MetaStore::put_manifest`] must refuse `m`, if it must: a referenced blob not
+/// linked with its declared size, its own bytes found stored but marked, a child missing.
+async fn refusal(tx: &mut SqliteConnection, m: &NewManifest) -> Result<Option<PutRefusal>> {
     let repo = m.repo.as_str();
-    let rec = &m.record;
-    let digest = rec.digest.to_string();
-    let now = crate::now_millis();
+    let digest = m.record.digest.to_string();
     for (d, declared) in &m.blobs {
         let row = sqlx::query(sql::LINKED_BLOB)
             .bind(repo)
@@ -434,11 +430,11 @@ async fn put_manifest_in(
             .fetch_optional(&mut *tx)
             .await?;
         match row {
-            None => return Ok(Err(PutRefusal::BlobUnknown(d.clone()))),
+            None => return Ok(Some(PutRefusal::BlobUnknown(d.clone()))),
             Some(r) => {
                 let stored = r.try_get::<i64, _>(0)? as u64;
                 if stored != *declared {
-                    return Ok(Err(PutRefusal::SizeMismatch {
+                    return Ok(Some(PutRefusal::SizeMismatch {
                         digest: d.clone(),
                         stored,
                         declared: *declared,
@@ -453,7 +449,7 @@ async fn put_manifest_in(
             .fetch_optional(&mut *tx)
             .await?;
         if live.is_none() {
-            return Ok(Err(PutRefusal::BytesGone));
+            return Ok(Some(PutRefusal::BytesGone));
         }
     }
     for c in &m.children {
@@ -463,8 +459,23 @@ async fn put_manifest_in(
             .fetch_optional(&mut *tx)
             .await?;
         if row.is_none() {
-            return Ok(Err(PutRefusal::ManifestUnknown(c.clone())));
+            return Ok(Some(PutRefusal::ManifestUnknown(c.clone())));
         }
+    }
+    Ok(None)
+}
+
+/// The statements of [`MetaStore::put_manifest`], run inside the writer's transaction.
+async fn put_manifest_in(
+    tx: &mut SqliteConnection,
+    m: NewManifest,
+) -> Result<Result<(), PutRefusal>> {
+    let repo = m.repo.as_str();
+    let rec = &m.record;
+    let digest = rec.digest.to_string();
+    let now = crate::now_millis();
+    if let Some(refusal) = refusal(tx, &m).await? {
+        return Ok(Err(refusal));
     }
     link(&mut *tx, repo, &digest, rec.size).await?;
     sqlx::query(sql::UPSERT_MANIFEST)

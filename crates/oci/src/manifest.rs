@@ -135,31 +135,54 @@ fn is_generic(ct: &str) -> bool {
     matches!(ct, "" | "application/json" | "application/octet-stream")
 }
 
+/// The manifest's media type: the `Content-Type` and the body's `mediaType` must agree when
+/// both are given; with neither, the fields say which kind it is.
+fn media_type_of(raw: &Raw, content_type: Option<&str>) -> Result<String, ManifestError> {
+    let ct = content_type.map(media::essence).filter(|c| !is_generic(c));
+    let body_type = raw.media_type.as_deref();
+    if let Some(bt) = body_type {
+        if !media::is_valid(bt) {
+            return Err(invalid(format!("invalid mediaType {bt:?}")));
+        }
+    }
+    match (&ct, body_type) {
+        (Some(ct), Some(bt)) if ct != bt => Err(invalid(format!(
+            "Content-Type {ct:?} does not match the manifest's mediaType {bt:?}"
+        ))),
+        (Some(ct), _) => Ok(ct.clone()),
+        (None, Some(bt)) => Ok(bt.to_owned()),
+        (None, None) if raw.manifests.is_some() => Ok(media::OCI_INDEX.to_owned()),
+        (None, None) if raw.config.is_some() => Ok(media::OCI_MANIFEST.to_owned()),
+        (None, None) => Err(invalid("cannot tell the manifest's media type")),
+    }
+}
+
+/// The fields an image manifest or an index must have, and those it must not.
+fn check_shape(raw: &Raw, kind: Kind) -> Result<(), ManifestError> {
+    match kind {
+        Kind::Image if raw.config.is_none() => {
+            Err(invalid("an image manifest needs a config descriptor"))
+        }
+        Kind::Image if raw.layers.is_none() => {
+            Err(invalid("an image manifest needs a layers array"))
+        }
+        Kind::Image if raw.manifests.is_some() => {
+            Err(invalid("an image manifest cannot list manifests"))
+        }
+        Kind::Index if raw.manifests.is_none() => Err(invalid("an index needs a manifests array")),
+        Kind::Index if raw.config.is_some() || raw.layers.is_some() => {
+            Err(invalid("an index cannot have a config or layers"))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Manifest {
     /// Parses and validates a manifest body pushed with an optional `Content-Type`.
     pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<Manifest, ManifestError> {
         let raw: Raw = serde_json::from_slice(body)
             .map_err(|e| invalid(format!("manifest is not valid: {e}")))?;
-        let ct = content_type.map(media::essence).filter(|c| !is_generic(c));
-        let body_type = raw.media_type.as_deref();
-
-        if let Some(bt) = body_type {
-            if !media::is_valid(bt) {
-                return Err(invalid(format!("invalid mediaType {bt:?}")));
-            }
-        }
-        let media_type = match (&ct, body_type) {
-            (Some(ct), Some(bt)) if ct != bt => {
-                return Err(invalid(format!(
-                    "Content-Type {ct:?} does not match the manifest's mediaType {bt:?}"
-                )))
-            }
-            (Some(ct), _) => ct.clone(),
-            (None, Some(bt)) => bt.to_owned(),
-            (None, None) if raw.manifests.is_some() => media::OCI_INDEX.to_owned(),
-            (None, None) if raw.config.is_some() => media::OCI_MANIFEST.to_owned(),
-            (None, None) => return Err(invalid("cannot tell the manifest's media type")),
-        };
+        let media_type = media_type_of(&raw, content_type)?;
         if media_type == media::DOCKER_SCHEMA1 || media_type == media::DOCKER_SCHEMA1_SIGNED {
             return Err(invalid(
                 "Docker schema 1 manifests are not supported; push schema 2 or OCI",
@@ -196,27 +219,7 @@ impl Manifest {
                 )));
             }
         }
-        match kind {
-            Kind::Image => {
-                if raw.config.is_none() {
-                    return Err(invalid("an image manifest needs a config descriptor"));
-                }
-                if raw.layers.is_none() {
-                    return Err(invalid("an image manifest needs a layers array"));
-                }
-                if raw.manifests.is_some() {
-                    return Err(invalid("an image manifest cannot list manifests"));
-                }
-            }
-            Kind::Index => {
-                if raw.manifests.is_none() {
-                    return Err(invalid("an index needs a manifests array"));
-                }
-                if raw.config.is_some() || raw.layers.is_some() {
-                    return Err(invalid("an index cannot have a config or layers"));
-                }
-            }
-        }
+        check_shape(&raw, kind)?;
         Ok(Manifest {
             media_type,
             kind,

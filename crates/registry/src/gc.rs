@@ -296,6 +296,20 @@ impl Registry {
         Ok((expired.len() as u64, temporary))
     }
 
+    /// Deletes a blob file no record names (unless `dry`): under its lease, and only if it is
+    /// still unrecorded, since a push links what it commits while holding it. Whether it
+    /// was (or would be) deleted.
+    async fn delete_orphan(&self, digest: &Digest, dry: bool) -> Result<bool> {
+        let _blob = self.install_lease(digest).await?;
+        if self.meta.blob_record(digest).await?.is_some() {
+            return Ok(false);
+        }
+        if !dry {
+            self.blobs.delete(digest).await?;
+        }
+        Ok(true)
+    }
+
     /// Compares the blob store with the records and repairs what can be repaired (one run at
     /// a time wherever the database is shared).
     pub async fn reconcile(&self, req: GcRequest) -> Result<ReconcileReport> {
@@ -330,20 +344,13 @@ impl Registry {
                 Some(_) => {}
                 None if f.modified >= young => report.orphans_spared += 1,
                 None => {
-                    // Under the lease, and only if still unrecorded: a push links what it
-                    // commits while holding it.
-                    let _blob = self.install_lease(&f.digest).await?;
-                    if self.meta.blob_record(&f.digest).await?.is_some() {
-                        continue;
+                    if self.delete_orphan(&f.digest, req.dry_run).await? {
+                        report.orphan_bytes_deleted += f.size;
+                        report.orphans_deleted.push(BlobGone {
+                            digest: f.digest.clone(),
+                            size: f.size,
+                        });
                     }
-                    if !req.dry_run {
-                        self.blobs.delete(&f.digest).await?;
-                    }
-                    report.orphan_bytes_deleted += f.size;
-                    report.orphans_deleted.push(BlobGone {
-                        digest: f.digest.clone(),
-                        size: f.size,
-                    });
                 }
             }
         }
@@ -363,22 +370,27 @@ impl Registry {
         }
         report.missing.sort_by(|a, b| a.digest.cmp(&b.digest));
         report.duration_ms = started.elapsed().as_millis() as u64;
-        if !report.missing.is_empty() || !report.size_mismatches.is_empty() {
-            tracing::warn!(
-                missing = report.missing.len(),
-                mismatched = report.size_mismatches.len(),
-                "reconcile: records whose blob file is missing or of another size"
-            );
-        }
-        tracing::info!(
-            orphans = report.orphans_deleted.len(),
-            bytes = report.orphan_bytes_deleted,
-            dry_run = req.dry_run,
-            ms = report.duration_ms,
-            "reconcile"
-        );
+        log_reconcile(&report);
         Ok(report)
     }
+}
+
+/// What a reconciliation found, in the log: a warning for records without their file.
+fn log_reconcile(report: &ReconcileReport) {
+    if !report.missing.is_empty() || !report.size_mismatches.is_empty() {
+        tracing::warn!(
+            missing = report.missing.len(),
+            mismatched = report.size_mismatches.len(),
+            "reconcile: records whose blob file is missing or of another size"
+        );
+    }
+    tracing::info!(
+        orphans = report.orphans_deleted.len(),
+        bytes = report.orphan_bytes_deleted,
+        dry_run = report.dry_run,
+        ms = report.duration_ms,
+        "reconcile"
+    );
 }
 
 #[cfg(test)]

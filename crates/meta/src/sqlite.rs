@@ -1171,13 +1171,15 @@ async fn end_upload(c: &mut SqliteConnection, s: &UploadRecord) -> Result<bool> 
 
 #[cfg(test)]
 mod tests {
-    #[tokio::test]
-    async fn sqlite_meta_keeps_the_contract() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = super::SqliteMeta::open(&dir.path().join("meta.db"))
-            .await
-            .unwrap();
-        crate::testsuite::run(&meta).await;
+    /// The contract, one test per promise, each on a new database.
+    mod contract {
+        crate::meta_contract_tests!(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let meta = crate::sqlite::SqliteMeta::open(&dir.path().join("meta.db"))
+                .await
+                .expect("open");
+            (Box::new(meta), dir)
+        });
     }
 
     /// A new database is made with the migrations and reopens with nothing applied twice.

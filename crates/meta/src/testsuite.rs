@@ -1,10 +1,31 @@
-//! The contract every [`MetaStore`] backend passes: one check per promise in the trait's
-//! method docs. Backends call [`run`] from their own tests on an empty store.
+//! The contract every [`MetaStore`] backend passes: one test per promise in the trait's
+//! method docs, each on an empty store. A backend runs them all with
+//! [`meta_contract_tests!`](crate::meta_contract_tests), which makes one `#[tokio::test]`
+//! per promise, so a failure names the promise and the backend.
 
 use crate::{
     ManifestRecord, MetaStore, NewManifest, Page, PutRefusal, Stored, UploadRecord, UploadState,
 };
 use berth_oci::{Digest, Reference, RepoName, Tag, UploadId};
+
+/// One `#[tokio::test]` per promise of the [`MetaStore`] contract, each on a fresh store:
+/// `$open` is an async expression giving `(store, guard)`, the guard kept for the test's
+/// length (a temporary directory, say).
+#[macro_export]
+macro_rules! meta_contract_tests {
+    ($open:expr) => {
+        $crate::meta_contract_tests!(@each $open; links_are_idempotent_and_per_repository, put_manifest_checks_references_in_one_transaction, a_tag_moves_to_the_last_manifest_put_under_it, tags_are_in_byte_order_and_paged, deletes_take_tags_with_their_manifest, repositories_are_in_byte_order_and_paged, referrers_are_by_subject_and_artifact_type, uploads_advance_by_compare_and_set_and_end_for_good, an_unrecorded_session_can_end, finish_upload_links_and_ends_together, concurrent_writes_all_land, the_first_secret_stays, collection_marks_only_garbage_and_expires_uploads, retention_deletes_only_what_stands_as_read, usage_counts_each_blob_once_and_per_repository, lists_and_the_generation_follow_writes, marks_refuse_links_of_bytes_not_stored_again);
+    };
+    (@each $open:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $open.await;
+                $crate::testsuite::$name(&*store).await;
+            }
+        )*
+    };
+}
 
 fn repo(s: &str) -> RepoName {
     s.parse().expect("repo")
@@ -27,13 +48,62 @@ fn record(d: &Digest, subject: Option<&Digest>, artifact_type: Option<&str>) -> 
     }
 }
 
-pub async fn run(meta: &dyn MetaStore) {
+/// What several promises start from: `team/a` holds a config (7 bytes), a layer (5) and
+/// the manifest `m1` referencing both, tagged `v1`; `team/b` exists, empty.
+struct Image {
+    a: RepoName,
+    b: RepoName,
+    layer: Digest,
+    m1: Digest,
+    nm: NewManifest,
+}
+
+async fn image_in_a(meta: &dyn MetaStore) -> Image {
+    let (a, b) = (repo("team/a"), repo("team/b"));
+    let (layer, config) = (Digest::sha256(b"layer"), Digest::sha256(b"config"));
+    meta.link_blob(&a, &layer, 5).await.expect("link");
+    meta.link_blob(&a, &config, 7).await.expect("link");
+    meta.link_blob(&b, &layer, 5).await.expect("link");
+    let m1 = Digest::sha256(b"manifest-1");
+    let nm = NewManifest {
+        repo: a.clone(),
+        record: record(&m1, None, None),
+        blobs: vec![(config, 7), (layer.clone(), 5)],
+        children: vec![],
+        tag: Some(tag("v1")),
+        stored: Stored::Anew,
+    };
+    meta.put_manifest(&nm)
+        .await
+        .expect("put")
+        .expect("accepted");
+    Image {
+        a,
+        b,
+        layer,
+        m1,
+        nm,
+    }
+}
+
+/// `nm` as manifest `d` under tag `t`.
+fn retagged(nm: &NewManifest, d: &Digest, t: &str) -> NewManifest {
+    NewManifest {
+        record: record(d, None, None),
+        tag: Some(tag(t)),
+        ..nm.clone()
+    }
+}
+
+async fn accepted(meta: &dyn MetaStore, m: &NewManifest) {
+    meta.put_manifest(m).await.expect("put").expect("accepted");
+}
+
+/// link_blob / linked_blob / unlink_blob: idempotent, per repository.
+pub async fn links_are_idempotent_and_per_repository(meta: &dyn MetaStore) {
     let a = repo("team/a");
     let b = repo("team/b");
     let layer = Digest::sha256(b"layer");
-    let config = Digest::sha256(b"config");
-
-    // link_blob / linked_blob / unlink_blob.
     assert_eq!(meta.linked_blob(&a, &layer).await.expect("linked"), None);
     meta.link_blob(&a, &layer, 5).await.expect("link");
     meta.link_blob(&a, &layer, 5)
@@ -48,8 +118,16 @@ pub async fn run(meta: &dyn MetaStore) {
     assert!(meta.unlink_blob(&a, &layer).await.expect("unlink"));
     assert!(!meta.unlink_blob(&a, &layer).await.expect("unlink absent"));
     meta.link_blob(&a, &layer, 5).await.expect("link");
+}
 
-    // put_manifest refuses missing blobs, wrong sizes, missing children; nothing changes.
+/// put_manifest refuses missing blobs, wrong sizes and missing children, and nothing
+/// changes; an accepted one is found by tag and digest, with its own blob linked.
+pub async fn put_manifest_checks_references_in_one_transaction(meta: &dyn MetaStore) {
+    let a = repo("team/a");
+    let b = repo("team/b");
+    let layer = Digest::sha256(b"layer");
+    let config = Digest::sha256(b"config");
+    meta.link_blob(&a, &layer, 5).await.expect("link");
     let m1 = Digest::sha256(b"manifest-1");
     let mut nm = NewManifest {
         repo: a.clone(),
@@ -127,32 +205,33 @@ pub async fn run(meta: &dyn MetaStore) {
         .await
         .expect("put")
         .expect("index accepted");
+}
 
-    // tag moves.
+/// A tag moves to the last manifest put under it.
+pub async fn a_tag_moves_to_the_last_manifest_put_under_it(meta: &dyn MetaStore) {
+    let Image { a, nm, .. } = image_in_a(meta).await;
     let m2 = Digest::sha256(b"manifest-2");
-    let nm2 = NewManifest {
-        record: record(&m2, None, None),
-        tag: Some(tag("v1")),
-        ..nm.clone()
-    };
-    meta.put_manifest(&nm2)
-        .await
-        .expect("put")
-        .expect("accepted");
+    accepted(meta, &retagged(&nm, &m2, "v1")).await;
     let got = meta
         .manifest(&a, &Reference::Tag(tag("v1")))
         .await
         .expect("get")
         .expect("moved");
     assert_eq!(got.digest, m2);
+}
 
-    // tags: byte order, paging, None for unknown repository.
+/// tags: byte order, paging, `None` for an unknown repository, empty for a known one.
+pub async fn tags_are_in_byte_order_and_paged(meta: &dyn MetaStore) {
+    let Image {
+        a, b, layer, nm, ..
+    } = image_in_a(meta).await;
+    let index = NewManifest {
+        blobs: vec![],
+        ..retagged(&nm, &Digest::sha256(b"index"), "multi")
+    };
+    accepted(meta, &index).await;
     for t in ["b", "a", "Z", "a-1", "latest"] {
-        let n = NewManifest {
-            tag: Some(tag(t)),
-            ..nm2.clone()
-        };
-        meta.put_manifest(&n).await.expect("put").expect("accepted");
+        accepted(meta, &retagged(&nm, &nm.record.digest, t)).await;
     }
     let all = meta
         .tags(&a, Page::default())
@@ -183,8 +262,16 @@ pub async fn run(meta: &dyn MetaStore) {
         meta.tags(&b, Page::default()).await.expect("tags"),
         Some(Vec::new())
     );
+}
 
-    // delete_tag leaves the manifest; delete_manifest takes its tags.
+/// delete_tag leaves the manifest; delete_manifest takes its tags.
+pub async fn deletes_take_tags_with_their_manifest(meta: &dyn MetaStore) {
+    let Image { a, nm, .. } = image_in_a(meta).await;
+    let m2 = Digest::sha256(b"manifest-2");
+    for t in ["a", "v1"] {
+        accepted(meta, &retagged(&nm, &m2, t)).await;
+    }
+    accepted(meta, &retagged(&nm, &nm.record.digest, "multi")).await;
     assert!(meta.delete_tag(&a, &tag("a")).await.expect("delete tag"));
     assert!(!meta
         .delete_tag(&a, &tag("a"))
@@ -208,8 +295,11 @@ pub async fn run(meta: &dyn MetaStore) {
         .expect("tags")
         .expect("exists");
     assert_eq!(left, vec!["multi"]);
+}
 
-    // repositories: byte order, paging.
+/// repositories: byte order, paging.
+pub async fn repositories_are_in_byte_order_and_paged(meta: &dyn MetaStore) {
+    image_in_a(meta).await;
     assert_eq!(
         meta.repositories(Page::default()).await.expect("repos"),
         vec!["team/a", "team/b"]
@@ -232,8 +322,11 @@ pub async fn run(meta: &dyn MetaStore) {
         .expect("repos"),
         vec!["team/a"]
     );
+}
 
-    // referrers: by subject, filtered by artifact type, digest order.
+/// referrers: by subject, filtered by artifact type, in digest order, per repository.
+pub async fn referrers_are_by_subject_and_artifact_type(meta: &dyn MetaStore) {
+    let Image { a, b, m1, nm, .. } = image_in_a(meta).await;
     let sig = Digest::sha256(b"sig");
     let sbom = Digest::sha256(b"sbom");
     for (d, t) in [(&sig, "application/x.sig"), (&sbom, "application/x.sbom")] {
@@ -265,8 +358,12 @@ pub async fn run(meta: &dyn MetaStore) {
         .await
         .expect("referrers")
         .is_empty());
+}
 
-    // uploads: unrecorded until the first advance, compare-and-set, ended with a tombstone.
+/// An upload is unrecorded until its first advance, moves by compare-and-set (unsynced
+/// advances are committed like any other), and ends with a tombstone.
+pub async fn uploads_advance_by_compare_and_set_and_end_for_good(meta: &dyn MetaStore) {
+    let a = repo("team/a");
     let id: UploadId = "u1".parse().expect("id");
     assert_eq!(meta.upload(&id).await.expect("upload"), None);
     let u = UploadRecord {
@@ -324,8 +421,23 @@ pub async fn run(meta: &dyn MetaStore) {
         .advance_upload(&u, 5, None, true)
         .await
         .expect("an ended session is not recorded again"));
+}
 
-    // A session never recorded can end too, and is then unknown for good.
+/// A session of `team/a` at offset 0, as `start_upload` makes it.
+fn session(id: &str) -> UploadRecord {
+    UploadRecord {
+        id: id.parse().expect("id"),
+        repo: repo("team/a"),
+        offset: 0,
+        hash_state: None,
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+/// A session never recorded can end too, and is then unknown for good.
+pub async fn an_unrecorded_session_can_end(meta: &dyn MetaStore) {
+    let u = session("u1");
     let fresh = UploadRecord {
         id: "u2".parse().expect("id"),
         ..u.clone()
@@ -335,8 +447,12 @@ pub async fn run(meta: &dyn MetaStore) {
         meta.upload(&fresh.id).await.expect("upload"),
         Some(UploadState::Ended)
     );
+}
 
-    // finish_upload: links the blob and ends the session, together.
+/// finish_upload links the blob and ends the session, together.
+pub async fn finish_upload_links_and_ends_together(meta: &dyn MetaStore) {
+    let b = repo("team/b");
+    let u = session("u1");
     let finishing = UploadRecord {
         id: "u3".parse().expect("id"),
         repo: b.clone(),
@@ -354,8 +470,11 @@ pub async fn run(meta: &dyn MetaStore) {
         meta.linked_blob(&b, &finished).await.expect("linked"),
         Some(15)
     );
+}
 
-    // Concurrent writes all land.
+/// Concurrent writes all land.
+pub async fn concurrent_writes_all_land(meta: &dyn MetaStore) {
+    let b = repo("team/b");
     let digests: Vec<Digest> = (0..64u32)
         .map(|n| Digest::sha256(&n.to_be_bytes()))
         .collect();
@@ -364,22 +483,18 @@ pub async fn run(meta: &dyn MetaStore) {
         r.expect("concurrent link");
         assert_eq!(meta.linked_blob(&b, d).await.expect("linked"), Some(4));
     }
+}
 
-    // Secrets: the first candidate stays.
+/// secret: the first candidate stays.
+pub async fn the_first_secret_stays(meta: &dyn MetaStore) {
     let first = meta.secret("test-key", "one").await.expect("secret");
     assert_eq!(first, "one");
     assert_eq!(meta.secret("test-key", "two").await.expect("secret"), "one");
-
-    collection(meta).await;
-    retention(meta).await;
-    accounting(meta).await;
-    lists_follow_writes(meta).await;
-    marks_refuse_links_of_bytes_not_stored_again(meta).await;
 }
 
 /// A collection's mark: mounts and puts of bytes found stored are refused from then on;
 /// whoever stores the bytes again links them and clears it. Mounts copy a live link.
-async fn marks_refuse_links_of_bytes_not_stored_again(meta: &dyn MetaStore) {
+pub async fn marks_refuse_links_of_bytes_not_stored_again(meta: &dyn MetaStore) {
     let (x, y) = (repo("marks/x"), repo("marks/y"));
     let (layer, doomed, m) = (
         Digest::sha256(b"marks layer"),
@@ -429,7 +544,7 @@ async fn marks_refuse_links_of_bytes_not_stored_again(meta: &dyn MetaStore) {
 
 /// Tag lists show every kind of write that changes them, and each such write makes the
 /// change generation larger.
-async fn lists_follow_writes(meta: &dyn MetaStore) {
+pub async fn lists_and_the_generation_follow_writes(meta: &dyn MetaStore) {
     let generation = || async { meta.generation().await.expect("generation") };
     let r = repo("lists/r");
     let layer = Digest::sha256(b"lists layer");
@@ -510,7 +625,7 @@ fn image(repo: &RepoName, d: &Digest, blobs: &[(&Digest, u64)], t: Option<&str>)
 
 /// Garbage collection: what is garbage, the mark that closes the race with a push, links,
 /// upload expiry.
-async fn collection(meta: &dyn MetaStore) {
+pub async fn collection_marks_only_garbage_and_expires_uploads(meta: &dyn MetaStore) {
     let r = repo("gc/r");
     let (kept, loose, shared) = (
         Digest::sha256(b"gc kept layer"),
@@ -696,7 +811,7 @@ async fn collection(meta: &dyn MetaStore) {
 }
 
 /// What retention deletes with: conditional deletes, orphaned referrers.
-async fn retention(meta: &dyn MetaStore) {
+pub async fn retention_deletes_only_what_stands_as_read(meta: &dyn MetaStore) {
     let r = repo("ret/r");
     let layer = Digest::sha256(b"ret layer");
     meta.link_blob(&r, &layer, 3).await.expect("link");
@@ -766,7 +881,7 @@ async fn retention(meta: &dyn MetaStore) {
 
 /// Accounting: bytes stored once, logical bytes, unique and shared per repository, counts,
 /// last push and pull.
-async fn accounting(meta: &dyn MetaStore) {
+pub async fn usage_counts_each_blob_once_and_per_repository(meta: &dyn MetaStore) {
     let before = meta.usage().await.expect("usage");
     let (x, y) = (repo("acct/x"), repo("acct/y"));
     let (base, top, own) = (

@@ -5,7 +5,7 @@ use crate::{Error, Registry, Result};
 use berth_meta::{LeaseMode, UploadRecord};
 use berth_oci::range::{parse_range, RangeRequest};
 use berth_oci::{Digest, RepoName};
-use berth_store::ByteStream;
+pub use berth_store::{BlobRead, ReadAs};
 
 /// A blob ready to be sent.
 pub struct BlobBody {
@@ -13,14 +13,9 @@ pub struct BlobBody {
     pub size: u64,
     /// The inclusive range being sent, when the client asked for one.
     pub range: Option<(u64, u64)>,
-    pub body: Payload,
-}
-
-/// The bytes of a blob, as the store can give them.
-pub enum Payload {
-    Stream(ByteStream<'static>),
-    /// An open local file: the range to send is [`BlobBody::range`] (or all of it).
-    File(std::fs::File),
+    /// Its bytes as the store gives them; a file is to be sent at [`BlobBody::range`] (or
+    /// whole).
+    pub body: BlobRead,
 }
 
 /// The outcome of a mount request.
@@ -55,26 +50,17 @@ impl Registry {
         }
     }
 
-    /// Opens a blob for reading, honouring a single `Range` header. With `file_ok` (the
-    /// caller can send a file itself) the store may answer with an open file.
+    /// Opens a blob for reading, honouring a single `Range` header, in a form `read_as`
+    /// allows (a caller that can send files itself may get one).
     pub async fn read_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         range: Option<&str>,
-        file_ok: bool,
+        read_as: ReadAs,
     ) -> Result<BlobBody> {
         let (size, range) = self.blob_range(repo, digest, range).await?;
-        let file = match file_ok {
-            true => self.blobs.open_file(digest, range).await,
-            false => Ok(None),
-        };
-        let body = match file {
-            Ok(Some(f)) => Ok(Payload::File(f)),
-            Ok(None) => self.blobs.read(digest, range).await.map(Payload::Stream),
-            Err(e) => Err(e),
-        };
-        let body = match body {
+        let body = match self.blobs.read(digest, range, read_as).await {
             Err(berth_store::StoreError::NotFound) => {
                 // A collection may have taken it since it was looked up; then it is unknown.
                 if self.meta.linked_blob(repo, digest).await?.is_none() {
@@ -124,7 +110,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::{Mount, Payload};
+    use super::{BlobRead, Mount, ReadAs};
     use crate::testutil::registry;
     use crate::uploads::ChunkInfo;
     use berth_oci::{Digest, RepoName};
@@ -157,14 +143,14 @@ mod tests {
             Mount::Mounted { size: 10 }
         ));
         let got = reg
-            .read_blob(&b, &d, Some("bytes=2-4"), true)
+            .read_blob(&b, &d, Some("bytes=2-4"), ReadAs::StreamOrFile)
             .await
             .unwrap();
         assert_eq!((got.size, got.range), (10, Some((2, 4))));
         // The memory store keeps no files: a stream, even when a file would do.
-        assert!(matches!(got.body, Payload::Stream(_)));
+        assert!(matches!(got.body, BlobRead::Stream(_)));
         assert!(reg
-            .read_blob(&b, &d, Some("bytes=10-"), true)
+            .read_blob(&b, &d, Some("bytes=10-"), ReadAs::StreamOrFile)
             .await
             .is_err());
         reg.delete_blob(&a, &d).await.unwrap();

@@ -26,6 +26,7 @@ use crate::usage::rfc3339;
 use crate::{millis, Registry, Result};
 use berth_meta::{LeaseGuard, LeaseMode, UploadState};
 use berth_oci::{Digest, UploadId};
+use futures::TryStreamExt;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
@@ -269,7 +270,8 @@ impl Registry {
             self.blobs.abort(&rec.id).await?;
             expired.insert(rec.id);
         }
-        for (id, modified) in self.blobs.uploads().await? {
+        let scratch: Vec<_> = self.blobs.uploads().try_collect().await?;
+        for (id, modified) in scratch {
             if modified >= before_time || expired.contains(&id) {
                 continue;
             }
@@ -317,7 +319,7 @@ impl Registry {
         let started = Instant::now();
         let grace = req.grace.unwrap_or(self.opts.gc_grace);
         let young = ago(grace);
-        let files = self.blobs.list().await?;
+        let files: Vec<_> = self.blobs.list().try_collect().await?;
         let records: std::collections::HashMap<Digest, u64> =
             self.meta.blob_records().await?.into_iter().collect();
         let mut report = ReconcileReport {
@@ -402,6 +404,7 @@ mod tests {
     use berth_oci::{media, Digest, Reference, RepoName};
     use berth_store::{BlobStore, ByteStream, Result as StoreResult};
     use bytes::Bytes;
+    use futures::stream::BoxStream;
     use futures::StreamExt;
     use std::time::Duration;
 
@@ -471,7 +474,7 @@ mod tests {
             .unwrap();
         let r = reg.collect(NOW).await.unwrap();
         assert_eq!(r.blobs_deleted, 3);
-        assert!(reg.blobs.list().await.unwrap().is_empty());
+        assert!(reg.blobs.list().next().await.is_none());
         assert_eq!(reg.usage().await.unwrap().physical_bytes, 0);
     }
 
@@ -506,8 +509,9 @@ mod tests {
             &self,
             d: &Digest,
             r: Option<(u64, u64)>,
-        ) -> StoreResult<ByteStream<'static>> {
-            self.inner.read(d, r).await
+            read_as: berth_store::ReadAs,
+        ) -> StoreResult<berth_store::BlobRead> {
+            self.inner.read(d, r, read_as).await
         }
         async fn put(&self, d: &Digest, b: Bytes) -> StoreResult<()> {
             self.inner.put(d, b).await?;
@@ -520,11 +524,13 @@ mod tests {
             }
             self.inner.delete(d).await
         }
-        async fn list(&self) -> StoreResult<Vec<berth_store::BlobEntry>> {
-            self.inner.list().await
+        fn list(&self) -> BoxStream<'_, StoreResult<berth_store::BlobEntry>> {
+            self.inner.list()
         }
-        async fn uploads(&self) -> StoreResult<Vec<(berth_oci::UploadId, std::time::SystemTime)>> {
-            self.inner.uploads().await
+        fn uploads(
+            &self,
+        ) -> BoxStream<'_, StoreResult<(berth_oci::UploadId, std::time::SystemTime)>> {
+            self.inner.uploads()
         }
         async fn append(
             &self,

@@ -187,7 +187,7 @@ impl Registry {
         if let Some(body) = self.manifests.get(&record.digest) {
             return Ok(StoredManifest { record, body });
         }
-        let mut stream = self.blobs.read(&record.digest, None).await.map_err(|e| {
+        let mut stream = self.blobs.read_all(&record.digest).await.map_err(|e| {
             Error::Internal(format!(
                 "manifest {} of {repo} unreadable: {e}",
                 record.digest

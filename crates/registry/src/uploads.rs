@@ -754,7 +754,7 @@ mod crash_tests {
             .await
             .unwrap();
         assert_eq!(n, 4);
-        let mut s = store.read(&d, None).await.unwrap();
+        let mut s = store.read_all(&d).await.unwrap();
         let mut got = Vec::new();
         while let Some(c) = s.next().await {
             got.extend_from_slice(&c.unwrap());
@@ -912,7 +912,7 @@ mod saved_progress {
                 .await
                 .unwrap();
             assert_eq!(n, content.len() as u64);
-            let mut s = self.store.read(&d, None).await.unwrap();
+            let mut s = self.store.read_all(&d).await.unwrap();
             let mut got = Vec::new();
             while let Some(c) = s.next().await {
                 got.extend_from_slice(&c.unwrap());

@@ -26,11 +26,13 @@
 //! ([`BlobStore::keeps_progress`] is then `false`).
 
 use crate::{
-    BlobEntry, BlobStore, ByteStream, CheckFn, Durability, Result, SavedProgress, StoreError,
+    BlobEntry, BlobRead, BlobStore, ByteStream, CheckFn, Durability, LocalFile, ReadAs, Result,
+    SavedProgress, StoreError,
 };
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, UploadId};
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -558,28 +560,60 @@ fn create_upload_file(path: &Path) -> io::Result<File> {
     }
 }
 
-/// The files one level below the prefix directories of `dir` (`dir/<prefix>/<name>`), by
-/// name, with their metadata; entries that vanish while listed are skipped.
-fn prefixed_files(dir: &Path) -> io::Result<Vec<(String, std::fs::Metadata)>> {
+/// The files in the prefix directories under `dir` (`dir/ab/<name>`), with their metadata,
+/// streamed one prefix directory at a time: a store may hold millions. A file removed while
+/// it is listed is left out.
+fn prefixed_files(dir: PathBuf) -> BoxStream<'static, io::Result<(String, std::fs::Metadata)>> {
+    futures::stream::once(blocking(move || prefix_dirs(&dir)))
+        .flat_map(each)
+        .then(|dir: io::Result<PathBuf>| async move {
+            match dir {
+                Ok(dir) => blocking(move || files_in(&dir)).await,
+                Err(e) => Err(e),
+            }
+        })
+        .flat_map(each)
+        .boxed()
+}
+
+/// The items of a list read in one go, or its failure, as a stream.
+fn each<T: Send + 'static>(list: io::Result<Vec<T>>) -> BoxStream<'static, io::Result<T>> {
+    match list {
+        Ok(items) => futures::stream::iter(items.into_iter().map(Ok)).boxed(),
+        Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+    }
+}
+
+/// The entries of `dir` (none when it does not exist).
+fn entries(dir: &Path) -> io::Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+        Ok(rd) => rd.collect(),
+    }
+}
+
+/// The subdirectories of `dir`.
+fn prefix_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for prefix in std::fs::read_dir(dir)? {
-        let prefix = prefix?;
-        if !prefix.file_type()?.is_dir() {
-            continue;
+    for entry in entries(dir)? {
+        if entry.file_type()?.is_dir() {
+            out.push(entry.path());
         }
-        let entries = match std::fs::read_dir(prefix.path()) {
+    }
+    Ok(out)
+}
+
+/// The files of one prefix directory, with their metadata.
+fn files_in(dir: &Path) -> io::Result<Vec<(String, std::fs::Metadata)>> {
+    let mut out = Vec::new();
+    for entry in entries(dir)? {
+        let meta = match entry.metadata() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             other => other?,
         };
-        for entry in entries {
-            let entry = entry?;
-            let meta = match entry.metadata() {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                other => other?,
-            };
-            if let (true, Some(name)) = (meta.is_file(), entry.file_name().to_str()) {
-                out.push((name.to_owned(), meta));
-            }
+        if let (true, Some(name)) = (meta.is_file(), entry.file_name().to_str()) {
+            out.push((name.to_owned(), meta));
         }
     }
     Ok(out)
@@ -691,12 +725,13 @@ impl BlobStore for FsStore {
         &self,
         digest: &Digest,
         range: Option<(u64, u64)>,
-    ) -> Result<ByteStream<'static>> {
-        open_range(self.blob_path(digest), range, Arc::clone(&self.reads)).await
-    }
-
-    async fn open_file(&self, digest: &Digest, range: Option<(u64, u64)>) -> Result<Option<File>> {
+        read_as: ReadAs,
+    ) -> Result<BlobRead> {
         let path = self.blob_path(digest);
+        if read_as == ReadAs::Stream {
+            let stream = open_range(path, range, Arc::clone(&self.reads)).await?;
+            return Ok(BlobRead::Stream(stream));
+        }
         let file = blocking(move || {
             let (file, start, len) = open_span(&path, range)?;
             // The first pull after a push finds the blob on disk (uploads bypass the page
@@ -707,7 +742,7 @@ impl BlobStore for FsStore {
         })
         .await
         .map_err(not_found)?;
-        Ok(Some(file))
+        Ok(BlobRead::File(LocalFile::new(file)))
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
@@ -729,39 +764,40 @@ impl BlobStore for FsStore {
         }
     }
 
-    async fn list(&self) -> Result<Vec<BlobEntry>> {
+    fn list(&self) -> BoxStream<'_, Result<BlobEntry>> {
         let root = self.root.join("blobs");
-        Ok(blocking(move || {
-            let mut out = Vec::new();
-            for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-                for (name, meta) in prefixed_files(&root.join(alg.as_str()))? {
+        let algorithms = futures::stream::iter([Algorithm::Sha256, Algorithm::Sha512]);
+        algorithms
+            .flat_map(move |alg| {
+                prefixed_files(root.join(alg.as_str())).map(move |file| {
+                    let (name, meta) = file?;
                     // Anything else in there is not ours to count (or to delete).
-                    if let Ok(digest) = format!("{}:{name}", alg.as_str()).parse::<Digest>() {
-                        out.push(BlobEntry {
-                            digest,
-                            size: meta.len(),
-                            modified: meta.modified()?,
-                        });
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await?)
+                    let Ok(digest) = format!("{}:{name}", alg.as_str()).parse::<Digest>() else {
+                        return Ok(None);
+                    };
+                    let modified = meta.modified()?;
+                    Ok(Some(BlobEntry {
+                        digest,
+                        size: meta.len(),
+                        modified,
+                    }))
+                })
+            })
+            .filter_map(|r: Result<Option<BlobEntry>>| async move { r.transpose() })
+            .boxed()
     }
 
-    async fn uploads(&self) -> Result<Vec<(UploadId, SystemTime)>> {
-        let root = self.root.join("uploads");
-        Ok(blocking(move || {
-            let mut out = Vec::new();
-            for (name, meta) in prefixed_files(&root)? {
-                if let Ok(id) = name.parse::<UploadId>() {
-                    out.push((id, meta.modified()?));
-                }
-            }
-            Ok(out)
-        })
-        .await?)
+    fn uploads(&self) -> BoxStream<'_, Result<(UploadId, SystemTime)>> {
+        prefixed_files(self.root.join("uploads"))
+            .map(|file| {
+                let (name, meta) = file?;
+                let Ok(id) = name.parse::<UploadId>() else {
+                    return Ok(None);
+                };
+                Ok(Some((id, meta.modified()?)))
+            })
+            .filter_map(|r: Result<Option<(UploadId, SystemTime)>>| async move { r.transpose() })
+            .boxed()
     }
 
     async fn purge_temporary(&self, before: SystemTime) -> Result<u64> {

@@ -21,6 +21,37 @@ pub mod testsuite;
 /// A stream of body bytes, in or out.
 pub type ByteStream<'a> = BoxStream<'a, io::Result<Bytes>>;
 
+/// How a blob, or a range of it, is to be read: what [`BlobStore::read`] answers.
+pub enum BlobRead {
+    /// Its bytes.
+    Stream(ByteStream<'static>),
+    /// A local file, positioned nowhere in particular: the caller sends the range it asked
+    /// for (a server may hand it to the kernel).
+    File(LocalFile),
+}
+
+/// An open local file holding a blob, for a caller that can send files itself.
+pub struct LocalFile(std::fs::File);
+
+impl LocalFile {
+    pub fn new(file: std::fs::File) -> LocalFile {
+        LocalFile(file)
+    }
+
+    pub fn into_std(self) -> std::fs::File {
+        self.0
+    }
+}
+
+/// What a reader can take besides a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAs {
+    /// A stream only.
+    Stream,
+    /// A stream or a local file.
+    StreamOrFile,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
@@ -98,23 +129,26 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Upload scratch space is never visible here.
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
 
-    /// Streams a committed blob, whole or the inclusive byte range `start..=end` (which the
-    /// caller has checked against the size). `NotFound` when absent.
-    async fn read(&self, digest: &Digest, range: Option<(u64, u64)>)
-        -> Result<ByteStream<'static>>;
-
-    /// The committed blob as an open local file, for a backend that keeps blobs in local
-    /// files, so that the server may hand it to the kernel (sendfile) instead of streaming it
-    /// through memory; the inclusive `range` (checked by the caller) says which part will be
-    /// read, so the backend may start reading it ahead. `None` for other backends (the
-    /// default). `NotFound` when absent.
-    async fn open_file(
+    /// A committed blob, whole or the inclusive byte range `start..=end` (which the caller
+    /// has checked against the size): a stream, or, when `read_as` allows it and the
+    /// backend keeps blobs in local files, the open file (the backend may start reading the
+    /// range ahead). `NotFound` when absent.
+    async fn read(
         &self,
         digest: &Digest,
         range: Option<(u64, u64)>,
-    ) -> Result<Option<std::fs::File>> {
-        let _ = (digest, range);
-        Ok(None)
+        read_as: ReadAs,
+    ) -> Result<BlobRead>;
+
+    /// A committed blob streamed whole: [`BlobStore::read`] as a stream.
+    async fn read_all(&self, digest: &Digest) -> Result<ByteStream<'static>> {
+        match self.read(digest, None, ReadAs::Stream).await? {
+            BlobRead::Stream(s) => Ok(s),
+            BlobRead::File(_) => Err(StoreError::Backend {
+                kind: ErrorKind::Other,
+                message: "a file where a stream was asked for".into(),
+            }),
+        }
     }
 
     /// Stores small content (manifests) under its digest, which the caller has verified.
@@ -126,12 +160,12 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, digest: &Digest) -> Result<()>;
 
     /// Every committed blob with its size and when it was written, in no particular order
-    /// (for reconciliation with the metadata).
-    async fn list(&self) -> Result<Vec<BlobEntry>>;
+    /// (for reconciliation with the metadata), streamed: a store may hold millions.
+    fn list(&self) -> BoxStream<'_, Result<BlobEntry>>;
 
     /// Every upload's scratch space with when it last received bytes, in no particular order
-    /// (for expiring abandoned sessions).
-    async fn uploads(&self) -> Result<Vec<(UploadId, SystemTime)>>;
+    /// (for expiring abandoned sessions), streamed.
+    fn uploads(&self) -> BoxStream<'_, Result<(UploadId, SystemTime)>>;
 
     /// Removes what interrupted writes left behind outside blobs and uploads (temporary
     /// files), if last modified before `before`; returns how many. The default keeps none.

@@ -1,10 +1,11 @@
 //! An in-process blob store: the same contract as the filesystem store, for domain tests
 //! that want no disk.
 
-use crate::{BlobEntry, BlobStore, ByteStream, Durability, Result, StoreError};
+use crate::{BlobEntry, BlobRead, BlobStore, ByteStream, Durability, ReadAs, Result, StoreError};
 use async_trait::async_trait;
 use berth_oci::{Digest, UploadId};
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,15 +42,16 @@ impl BlobStore for MemoryStore {
         &self,
         digest: &Digest,
         range: Option<(u64, u64)>,
-    ) -> Result<ByteStream<'static>> {
+        _: ReadAs,
+    ) -> Result<BlobRead> {
         let (b, _) = lock(&self.blobs)
             .get(digest)
             .cloned()
             .ok_or(StoreError::NotFound)?;
-        Ok(once(match range {
+        Ok(BlobRead::Stream(once(match range {
             Some((s, e)) => b.slice(s as usize..=e as usize),
             None => b,
-        }))
+        })))
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
@@ -62,22 +64,26 @@ impl BlobStore for MemoryStore {
         Ok(())
     }
 
-    async fn list(&self) -> Result<Vec<BlobEntry>> {
-        Ok(lock(&self.blobs)
+    fn list(&self) -> BoxStream<'_, Result<BlobEntry>> {
+        let entries: Vec<Result<BlobEntry>> = lock(&self.blobs)
             .iter()
-            .map(|(d, (b, t))| BlobEntry {
-                digest: d.clone(),
-                size: b.len() as u64,
-                modified: *t,
+            .map(|(d, (b, t))| {
+                Ok(BlobEntry {
+                    digest: d.clone(),
+                    size: b.len() as u64,
+                    modified: *t,
+                })
             })
-            .collect())
+            .collect();
+        futures::stream::iter(entries).boxed()
     }
 
-    async fn uploads(&self) -> Result<Vec<(UploadId, SystemTime)>> {
-        Ok(lock(&self.uploads)
+    fn uploads(&self) -> BoxStream<'_, Result<(UploadId, SystemTime)>> {
+        let entries: Vec<Result<(UploadId, SystemTime)>> = lock(&self.uploads)
             .iter()
-            .map(|(id, (_, t))| (id.clone(), *t))
-            .collect())
+            .map(|(id, (_, t))| Ok((id.clone(), *t)))
+            .collect();
+        futures::stream::iter(entries).boxed()
     }
 
     async fn append(

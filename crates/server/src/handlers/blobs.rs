@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use berth_oci::{Digest, RepoName};
-use berth_registry::blobs::Payload;
+use berth_registry::blobs::{BlobRead, ReadAs};
 use berth_registry::{Error, Registry};
 
 /// `end-2`: a blob, whole or the range asked for; sent with sendfile where `sender` can.
@@ -25,9 +25,11 @@ pub async fn get_blob(
         let (size, range) = reg.blob_range(repo, d, range_header).await?;
         (size, range, Body::empty())
     } else {
-        let b = reg
-            .read_blob(repo, d, range_header, sender.is_some())
-            .await?;
+        let read_as = match sender {
+            Some(_) => ReadAs::StreamOrFile,
+            None => ReadAs::Stream,
+        };
+        let b = reg.read_blob(repo, d, range_header, read_as).await?;
         (b.size, b.range, body(b.body, sender, b.size, b.range)?)
     };
     let mut r = Response::new(body);
@@ -46,19 +48,19 @@ pub async fn get_blob(
 
 /// The response body of a blob read: a stream, or a file the connection sends itself.
 fn body(
-    payload: Payload,
+    payload: BlobRead,
     sender: Option<FileSender>,
     size: u64,
     range: Option<(u64, u64)>,
 ) -> Result<Body> {
     match (payload, sender) {
-        (Payload::File(f), Some(sender)) => {
+        (BlobRead::File(f), Some(sender)) => {
             let (start, end) = range.unwrap_or((0, size.saturating_sub(1)));
             let len = if size == 0 { 0 } else { end - start + 1 };
-            Ok(sender.body(f, start, len))
+            Ok(sender.body(f.into_std(), start, len))
         }
-        (Payload::Stream(s), _) => Ok(Body::from_stream(s)),
-        (Payload::File(_), None) => {
+        (BlobRead::Stream(s), _) => Ok(Body::from_stream(s)),
+        (BlobRead::File(_), None) => {
             Err(Error::Internal("a file body with no way to send it".into()).into())
         }
     }

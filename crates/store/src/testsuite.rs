@@ -231,7 +231,7 @@ pub async fn run(store: &dyn BlobStore) {
     assert_eq!(read(store, &short, None, ReadAs::Stream).await, b"hello");
     store.delete(&short).await.expect("delete");
 
-    // commit: an existing blob just drops the upload.
+    // commit: an existing blob is stored anew, from the upload, which is then gone.
     // (UntilCommit: bytes committed in the same breath need not be durable on their own.)
     store
         .append(&id, 0, body(&[data]), UntilCommit)
@@ -242,8 +242,9 @@ pub async fn run(store: &dyn BlobStore) {
         store.upload_len(&id).await,
         Err(StoreError::NotFound)
     ));
+    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, data);
 
-    // put: idempotent; list shows committed blobs with sizes.
+    // put: stores anew when the blob is there; list shows committed blobs with sizes.
     let small = Bytes::from_static(b"{\"schemaVersion\":2}");
     let small_digest = Digest::sha256(&small);
     store.put(&small_digest, small.clone()).await.expect("put");

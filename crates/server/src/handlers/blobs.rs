@@ -25,25 +25,29 @@ pub async fn get_blob(
         let (size, range) = reg.blob_range(repo, d, range_header).await?;
         (size, range, Body::empty())
     } else {
-        let read_as = match sender {
-            Some(_) => ReadAs::StreamOrFile,
-            None => ReadAs::Stream,
-        };
+        let read_as = sender
+            .as_ref()
+            .map_or(ReadAs::Stream, |_| ReadAs::StreamOrFile);
         let b = reg.read_blob(repo, d, range_header, read_as).await?;
         (b.size, b.range, body(b.body, sender, b.size, b.range)?)
     };
     let mut r = Response::new(body);
     blob_headers(r.headers_mut(), d, size);
-    if let Some((start, end)) = range {
-        let hs = r.headers_mut();
-        hs.insert(header::CONTENT_LENGTH, hv((end - start + 1).to_string()));
-        hs.insert(
-            header::CONTENT_RANGE,
-            hv(format!("bytes {start}-{end}/{size}")),
-        );
-        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+    if let Some(range) = range {
+        partial(&mut r, range, size);
     }
     Ok(r)
+}
+
+/// A 206 of the inclusive `start..=end` of a blob of `size` bytes.
+fn partial(r: &mut Response, (start, end): (u64, u64), size: u64) {
+    let hs = r.headers_mut();
+    hs.insert(header::CONTENT_LENGTH, hv((end - start + 1).to_string()));
+    hs.insert(
+        header::CONTENT_RANGE,
+        hv(format!("bytes {start}-{end}/{size}")),
+    );
+    *r.status_mut() = StatusCode::PARTIAL_CONTENT;
 }
 
 /// The response body of a blob read: a stream, or a file the connection sends itself.

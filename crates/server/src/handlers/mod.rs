@@ -30,35 +30,29 @@ type Result<T = Response, E = ApiError> = std::result::Result<T, E>;
 pub async fn v2(State(app): State<AppState>, req: Request) -> Response {
     let (label, result) = match dispatch::parse(req.uri().path()) {
         Err(e) => ("invalid", Err(route_error(e, req.method()))),
-        Ok(route) => {
-            let label = route.label();
-            let admitted = if app.auth.is_on() {
-                let (peer, base) = (peer(&req), base_url(&req));
-                let need = auth::need(&route, req.method());
-                admit(&app.auth, &need, req.headers(), peer, &base).await
-            } else {
-                Ok(Caller::anonymous())
-            };
-            match admitted {
-                Ok(caller) => {
-                    let access = Access {
-                        auth: &app.auth,
-                        caller: &caller,
-                        peer: peer(&req),
-                        uploads: &app.uploads,
-                    };
-                    (
-                        label,
-                        route_request(&app.registry, route, req, &access).await,
-                    )
-                }
-                Err(e) => (label, Err(e)),
-            }
-        }
+        Ok(route) => (route.label(), admit_and_route(&app, route, req).await),
     };
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(RouteLabel(label));
     response
+}
+
+/// Admits the caller (when authentication is on), then routes the request.
+async fn admit_and_route(app: &AppState, route: Route, req: Request) -> Result {
+    let caller = if app.auth.is_on() {
+        let (peer, base) = (peer(&req), base_url(&req));
+        let need = auth::need(&route, req.method());
+        admit(&app.auth, &need, req.headers(), peer, &base).await?
+    } else {
+        Caller::anonymous()
+    };
+    let access = Access {
+        auth: &app.auth,
+        caller: &caller,
+        peer: peer(&req),
+        uploads: &app.uploads,
+    };
+    route_request(&app.registry, route, req, &access).await
 }
 
 /// The caller who sent `headers`, if they may do what the request needs. (Parts of the

@@ -209,34 +209,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
             platform,
             all_platforms,
             common,
-        } => {
-            let r = parse_ref(&image)?;
-            let (ctx, store) = (common.ctx()?, common.store()?);
-            let _lock = store.lock_shared()?;
-            let before = store
-                .entries()?
-                .into_iter()
-                .find(|e| e.name.as_deref() == Some(&local_name(&r)));
-            let desc = transfer::pull(&ctx, &store, &r, platform.as_ref(), all_platforms).await?;
-            let view = ImageView::local(&store, &desc).ok();
-            let digest = view
-                .as_ref()
-                .map_or(desc.digest.clone(), |v| v.repo_digest.clone());
-            if !common.quiet {
-                println!("Digest: {digest}");
-                let same = before.is_some_and(|b| b.descriptor.digest == desc.digest);
-                println!(
-                    "Status: {} for {}",
-                    if same {
-                        "Image is up to date"
-                    } else {
-                        "Downloaded newer image"
-                    },
-                    familiar(&local_name(&r))
-                );
-            }
-            println!("{}", local_name(&r));
-        }
+        } => pull(&common, &image, platform.as_ref(), all_platforms).await?,
         ClientCommand::Push { image, common } => {
             let r = parse_ref(&image)?;
             let (ctx, store) = (common.ctx()?, common.store()?);
@@ -259,43 +232,14 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
             remote,
             platform,
             common,
-        } => {
-            let (ctx, store) = (common.ctx()?, common.store()?);
-            let mut out = Vec::new();
-            for image in &images {
-                out.push(inspect(&ctx, &store, image, remote, platform.as_ref()).await?);
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
+        } => inspect_all(&common, &images, remote, platform.as_ref()).await?,
         ClientCommand::Tag {
             source,
             target,
             common,
-        } => {
-            let store = common.store()?;
-            // Shared: a prune waits, so the image cannot vanish between lookup and naming.
-            let _lock = store.lock_shared()?;
-            let entry = find_local(&store, &source)?;
-            let to = parse_ref(&target)?;
-            let mut desc = entry.descriptor;
-            desc.annotations = desc
-                .annotations
-                .filter(|a| a.contains_key(transfer::REPO_DIGEST));
-            store.set(&local_name(&to), desc)?;
-        }
+        } => tag(&common.store()?, &source, &target)?,
         ClientCommand::Rmi { images, common } => rmi(&common.store()?, &images)?,
-        ClientCommand::Prune { common } => {
-            let store = common.store()?;
-            let _lock = store.lock_exclusive()?;
-            let (deleted, scratch) = store.sweep(false)?;
-            let freed: u64 = deleted.iter().map(|(_, s)| s).sum::<u64>() + scratch;
-            if !common.quiet {
-                for (d, _) in &deleted {
-                    println!("Deleted: {d}");
-                }
-            }
-            println!("Total reclaimed space: {}", human(freed));
-        }
+        ClientCommand::Prune { common } => prune(&common)?,
         ClientCommand::Copy {
             source,
             target,
@@ -312,22 +256,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
             repository,
             format,
             common,
-        } => {
-            let r = ImageRef::parse(&repository, false)?;
-            let ctx = common.ctx()?;
-            let tags = ctx.registry(&r).await?.tags(&r.repo).await?;
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({"name": r.repository(), "tags": tags}))?
-                ),
-                Format::Table => {
-                    for t in tags {
-                        println!("{t}");
-                    }
-                }
-            }
-        }
+        } => tags(&common, &repository, format).await?,
         ClientCommand::Login {
             server,
             username,
@@ -335,42 +264,147 @@ async fn dispatch(cmd: ClientCommand) -> Result<()> {
             password_stdin,
             common,
         } => login(&common, server, username, password, password_stdin).await?,
-        ClientCommand::Logout { server, common: _ } => {
-            let registry = registry_name(server.as_deref());
-            let mut cfg = DockerConfig::load(&DockerConfig::default_path())?;
-            if cfg.erase(&registry)? {
-                println!("Removing login credentials for {registry}");
-            } else {
-                println!("Not logged in to {registry}");
-            }
-        }
+        ClientCommand::Logout { server, common: _ } => logout(server.as_deref())?,
         ClientCommand::Save {
             images,
             output,
             common,
         } => save(&common.store()?, &images, output)?,
-        ClientCommand::Load { input, common } => {
-            let store = common.store()?;
-            let _lock = store.lock_shared()?;
-            let loaded = match &input {
-                Some(path) => {
-                    let f = std::fs::File::open(path)
-                        .with_context(|| format!("cannot open {}", path.display()))?;
-                    archive::load(&store, std::io::BufReader::new(f))?
-                }
-                None => {
-                    if std::io::stdin().is_terminal() {
-                        bail!("no archive: give --input FILE or pipe one in");
-                    }
-                    archive::load(&store, std::io::stdin().lock())?
-                }
-            };
-            for e in loaded.entries {
-                match e.name {
-                    Some(n) => println!("Loaded image: {}", familiar(&n)),
-                    None => println!("Loaded image ID: {}", e.descriptor.digest),
-                }
+        ClientCommand::Load { input, common } => load(&common.store()?, input.as_deref())?,
+    }
+    Ok(())
+}
+
+/// `berth pull`: the image into the store, and docker's lines about it.
+async fn pull(
+    common: &Common,
+    image: &str,
+    platform: Option<&Platform>,
+    all_platforms: bool,
+) -> Result<()> {
+    let r = parse_ref(image)?;
+    let (ctx, store) = (common.ctx()?, common.store()?);
+    let _lock = store.lock_shared()?;
+    let before = store
+        .entries()?
+        .into_iter()
+        .find(|e| e.name.as_deref() == Some(&local_name(&r)));
+    let desc = transfer::pull(&ctx, &store, &r, platform, all_platforms).await?;
+    let view = ImageView::local(&store, &desc).ok();
+    let digest = view
+        .as_ref()
+        .map_or(desc.digest.clone(), |v| v.repo_digest.clone());
+    if !common.quiet {
+        println!("Digest: {digest}");
+        let same = before.is_some_and(|b| b.descriptor.digest == desc.digest);
+        let status = if same {
+            "Image is up to date"
+        } else {
+            "Downloaded newer image"
+        };
+        println!("Status: {status} for {}", familiar(&local_name(&r)));
+    }
+    println!("{}", local_name(&r));
+    Ok(())
+}
+
+/// `berth inspect`: docker-inspect JSON of each image, local or (with `remote`) read from
+/// its registry.
+async fn inspect_all(
+    common: &Common,
+    images: &[String],
+    remote: bool,
+    platform: Option<&Platform>,
+) -> Result<()> {
+    let (ctx, store) = (common.ctx()?, common.store()?);
+    let mut out = Vec::new();
+    for image in images {
+        out.push(inspect(&ctx, &store, image, remote, platform).await?);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `berth logout`: forgets the credentials of a registry (Docker Hub by default).
+fn logout(server: Option<&str>) -> Result<()> {
+    let registry = registry_name(server);
+    let mut cfg = DockerConfig::load(&DockerConfig::default_path())?;
+    if cfg.erase(&registry)? {
+        println!("Removing login credentials for {registry}");
+    } else {
+        println!("Not logged in to {registry}");
+    }
+    Ok(())
+}
+
+/// `berth tag`: another name for a stored image.
+fn tag(store: &LocalStore, source: &str, target: &str) -> Result<()> {
+    // Shared: a prune waits, so the image cannot vanish between lookup and naming.
+    let _lock = store.lock_shared()?;
+    let entry = find_local(store, source)?;
+    let to = parse_ref(target)?;
+    let mut desc = entry.descriptor;
+    desc.annotations = desc
+        .annotations
+        .filter(|a| a.contains_key(transfer::REPO_DIGEST));
+    store.set(&local_name(&to), desc)?;
+    Ok(())
+}
+
+/// `berth prune`: blobs no image uses, and leftovers of transfers.
+fn prune(common: &Common) -> Result<()> {
+    let store = common.store()?;
+    let _lock = store.lock_exclusive()?;
+    let (deleted, scratch) = store.sweep(false)?;
+    let freed: u64 = deleted.iter().map(|(_, s)| s).sum::<u64>() + scratch;
+    if !common.quiet {
+        for (d, _) in &deleted {
+            println!("Deleted: {d}");
+        }
+    }
+    println!("Total reclaimed space: {}", human(freed));
+    Ok(())
+}
+
+/// `berth tags`: a repository's tags, as a table or JSON.
+async fn tags(common: &Common, repository: &str, format: Format) -> Result<()> {
+    let r = ImageRef::parse(repository, false)?;
+    let ctx = common.ctx()?;
+    let tags = ctx.registry(&r).await?.tags(&r.repo).await?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"name": r.repository(), "tags": tags}))?
+        ),
+        Format::Table => {
+            for t in tags {
+                println!("{t}");
             }
+        }
+    }
+    Ok(())
+}
+
+/// `berth load`: images from a docker or OCI archive, a file or standard input.
+fn load(store: &LocalStore, input: Option<&std::path::Path>) -> Result<()> {
+    let _lock = store.lock_shared()?;
+    let loaded = match input {
+        Some(path) => {
+            let f = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            archive::load(store, std::io::BufReader::new(f))?
+        }
+        None => {
+            if std::io::stdin().is_terminal() {
+                bail!("no archive: give --input FILE or pipe one in");
+            }
+            archive::load(store, std::io::stdin().lock())?
+        }
+    };
+    for e in loaded.entries {
+        match e.name {
+            Some(n) => println!("Loaded image: {}", familiar(&n)),
+            None => println!("Loaded image ID: {}", e.descriptor.digest),
         }
     }
     Ok(())
@@ -460,36 +494,7 @@ struct Row {
 }
 
 fn images(store: &LocalStore, only: Option<&str>, format: Format) -> Result<()> {
-    let mut rows = Vec::new();
-    for e in store.entries()? {
-        let view = match ImageView::local(store, &e.descriptor) {
-            Ok(v) => v,
-            Err(_) => continue,
-        };
-        let (repository, tag) = match e.name.as_deref().map(|n| ImageRef::parse(n, false)) {
-            Some(Ok(r)) => (
-                r.familiar_repository(),
-                r.tag.map_or("<none>".to_owned(), |t| t.to_string()),
-            ),
-            _ => ("<none>".to_owned(), "<none>".to_owned()),
-        };
-        if let Some(only) = only {
-            let wanted = ImageRef::parse(only, false).map(|r| r.familiar_repository());
-            if wanted.ok().as_deref() != Some(repository.as_str()) {
-                continue;
-            }
-        }
-        let mut blobs = vec![(view.id.clone(), view.config_size)];
-        blobs.extend(view.layers.iter().map(|l| (l.digest.clone(), l.size)));
-        blobs.sort();
-        blobs.dedup();
-        rows.push(Row {
-            repository,
-            tag,
-            view,
-            blobs,
-        });
-    }
+    let rows = image_rows(store, only)?;
     // A blob is shared when images with different ids use it.
     let mut users: HashMap<&Digest, HashSet<&Digest>> = HashMap::new();
     for r in &rows {
@@ -511,6 +516,107 @@ fn images(store: &LocalStore, only: Option<&str>, format: Format) -> Result<()> 
             .cmp(&a.view.created())
             .then_with(|| (&a.repository, &a.tag).cmp(&(&b.repository, &b.tag)))
     });
+    let listed: Vec<(&Row, u64)> = order.into_iter().map(|r| (r, shared(r))).collect();
+    match format {
+        Format::Json => images_json(&listed),
+        Format::Table => images_table(&rows, &listed, &users),
+    }
+}
+
+/// One row per named image of the store (of one repository, with `only`).
+fn image_rows(store: &LocalStore, only: Option<&str>) -> Result<Vec<Row>> {
+    let wanted = only.map(|o| ImageRef::parse(o, false).map(|r| r.familiar_repository()));
+    let mut rows = Vec::new();
+    for e in store.entries()? {
+        let Ok(view) = ImageView::local(store, &e.descriptor) else {
+            continue;
+        };
+        let (repository, tag) = match e.name.as_deref().map(|n| ImageRef::parse(n, false)) {
+            Some(Ok(r)) => (
+                r.familiar_repository(),
+                r.tag.map_or("<none>".to_owned(), |t| t.to_string()),
+            ),
+            _ => ("<none>".to_owned(), "<none>".to_owned()),
+        };
+        if let Some(w) = &wanted {
+            if w.as_ref().ok() != Some(&repository) {
+                continue;
+            }
+        }
+        let mut blobs = vec![(view.id.clone(), view.config_size)];
+        blobs.extend(view.layers.iter().map(|l| (l.digest.clone(), l.size)));
+        blobs.sort();
+        blobs.dedup();
+        rows.push(Row {
+            repository,
+            tag,
+            view,
+            blobs,
+        });
+    }
+    Ok(rows)
+}
+
+/// `berth images --format json`: each row with its shared and unique sizes.
+fn images_json(listed: &[(&Row, u64)]) -> Result<()> {
+    let list: Vec<Value> = listed
+        .iter()
+        .map(|(r, sh)| {
+            json!({
+                "Repository": r.repository,
+                "Tag": r.tag,
+                "ID": r.view.id,
+                "Digest": r.view.repo_digest,
+                "Created": r.view.created(),
+                "CreatedSince": since(r.view.created()),
+                "Size": r.view.size(),
+                "SharedSize": sh,
+                "UniqueSize": r.view.size() - sh,
+            })
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&list)?);
+    Ok(())
+}
+
+/// `berth images`: a table as docker's, and what the store's sharing saves.
+fn images_table(
+    rows: &[Row],
+    listed: &[(&Row, u64)],
+    users: &HashMap<&Digest, HashSet<&Digest>>,
+) -> Result<()> {
+    let mut table = vec![[
+        "REPOSITORY".to_owned(),
+        "TAG".into(),
+        "IMAGE ID".into(),
+        "CREATED".into(),
+        "SIZE".into(),
+        "SHARED SIZE".into(),
+        "UNIQUE SIZE".into(),
+    ]];
+    for (r, sh) in listed {
+        table.push([
+            r.repository.clone(),
+            r.tag.clone(),
+            short(&r.view.id),
+            since(r.view.created()),
+            human(r.view.size()),
+            human(*sh),
+            human(r.view.size() - sh),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("   ").trim_end())?;
+    }
     let on_disk: u64 = users
         .keys()
         .filter_map(|d| {
@@ -520,75 +626,16 @@ fn images(store: &LocalStore, only: Option<&str>, format: Format) -> Result<()> 
                 .map(|(_, s)| *s)
         })
         .sum();
-    let mut per_image: BTreeMap<&Digest, u64> = BTreeMap::new();
-    for r in &rows {
-        per_image.insert(&r.view.id, r.view.size());
-    }
+    let per_image: BTreeMap<&Digest, u64> =
+        rows.iter().map(|r| (&r.view.id, r.view.size())).collect();
     let logical: u64 = per_image.values().sum();
-    match format {
-        Format::Json => {
-            let list: Vec<Value> = order
-                .iter()
-                .map(|r| {
-                    let sh = shared(r);
-                    json!({
-                        "Repository": r.repository,
-                        "Tag": r.tag,
-                        "ID": r.view.id,
-                        "Digest": r.view.repo_digest,
-                        "Created": r.view.created(),
-                        "CreatedSince": since(r.view.created()),
-                        "Size": r.view.size(),
-                        "SharedSize": sh,
-                        "UniqueSize": r.view.size() - sh,
-                    })
-                })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&list)?);
-        }
-        Format::Table => {
-            let mut table = vec![[
-                "REPOSITORY".to_owned(),
-                "TAG".into(),
-                "IMAGE ID".into(),
-                "CREATED".into(),
-                "SIZE".into(),
-                "SHARED SIZE".into(),
-                "UNIQUE SIZE".into(),
-            ]];
-            for r in &order {
-                let sh = shared(r);
-                table.push([
-                    r.repository.clone(),
-                    r.tag.clone(),
-                    short(&r.view.id),
-                    since(r.view.created()),
-                    human(r.view.size()),
-                    human(sh),
-                    human(r.view.size() - sh),
-                ]);
-            }
-            let widths: Vec<usize> = (0..7)
-                .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
-                .collect();
-            let mut out = std::io::stdout().lock();
-            for row in &table {
-                let line: Vec<String> = row
-                    .iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect();
-                writeln!(out, "{}", line.join("   ").trim_end())?;
-            }
-            writeln!(
-                out,
-                "\n{} images, {} on disk ({} if each image kept its own layers)",
-                per_image.len(),
-                human(on_disk),
-                human(logical)
-            )?;
-        }
-    }
+    writeln!(
+        out,
+        "\n{} images, {} on disk ({} if each image kept its own layers)",
+        per_image.len(),
+        human(on_disk),
+        human(logical)
+    )?;
     Ok(())
 }
 

@@ -408,6 +408,105 @@ fn push_key(reg: &Registry, repo: &RepoName, digest: &Digest) -> String {
     d.hex()[..32].to_owned()
 }
 
+/// The session an earlier run saved for this push, with where the registry says it stands,
+/// if the registry still has it; a session it lost is forgotten.
+async fn saved_session(
+    reg: &Registry,
+    repo: &RepoName,
+    state: &Path,
+    size: u64,
+    task: &Task,
+) -> Option<(u64, String)> {
+    let saved = tokio::fs::read_to_string(state).await.ok()?;
+    match reg.upload_status(repo, saved.trim()).await {
+        Ok(Some((offset, loc))) if offset <= size => {
+            // "0-0" is what an empty session reports too: one byte is not worth the doubt.
+            let offset = if offset <= 1 { 0 } else { offset };
+            task.say(&format!("resuming at {offset} bytes"));
+            Some((offset, loc))
+        }
+        _ => {
+            let _ = tokio::fs::remove_file(state).await;
+            None
+        }
+    }
+}
+
+/// A blob sent in chunks to one upload session, which is saved in `state` after each.
+struct Chunks<'a> {
+    reg: &'a Registry,
+    repo: &'a RepoName,
+    digest: &'a Digest,
+    path: &'a Path,
+    size: u64,
+    task: &'a Task,
+    state: &'a Path,
+}
+
+impl Chunks<'_> {
+    /// Sends the bytes from `offset` on; after a failure, asks the registry where the
+    /// session stands and goes on from there. Returns the session's last location.
+    async fn send(
+        &self,
+        ctx: &Ctx,
+        mut offset: u64,
+        mut loc: String,
+        failures: &mut u32,
+    ) -> Result<String> {
+        let chunk = ctx.opts.chunk_size.max(1);
+        let _ = tokio::fs::write(self.state, &loc).await;
+        let mut acked = offset;
+        while offset < self.size {
+            let len = chunk.min(self.size - offset);
+            let body = || file_body(self.path, offset, len, self.task);
+            match self.reg.patch(self.repo, &loc, offset, body, len).await {
+                Ok((end, next)) => {
+                    (offset, acked, loc) = (end, end, next);
+                    let _ = tokio::fs::write(self.state, &loc).await;
+                }
+                Err(e) => {
+                    ctx.retry(failures, e, self.task, "resuming").await?;
+                    let (reported, next) = self.status(&loc).await?;
+                    // "0-0" is what an empty session reports too.
+                    offset = if reported <= 1 && acked == 0 {
+                        0
+                    } else {
+                        reported
+                    };
+                    loc = next;
+                }
+            }
+        }
+        Ok(loc)
+    }
+
+    /// [`Chunks::send`], then the finishing PUT with no body.
+    async fn send_and_finish(
+        &self,
+        ctx: &Ctx,
+        offset: u64,
+        loc: String,
+        failures: &mut u32,
+    ) -> Result<()> {
+        let loc = self.send(ctx, offset, loc, failures).await?;
+        let empty = reqwest::Body::default;
+        self.reg
+            .finish_upload(self.repo, &loc, self.digest, empty, 0, true)
+            .await
+    }
+
+    /// Where the session stands, by the registry's word.
+    async fn status(&self, loc: &str) -> Result<(u64, String)> {
+        match self.reg.upload_status(self.repo, loc).await {
+            Ok(Some((reported, next))) if reported <= self.size => Ok((reported, next)),
+            _ => Err(Error::Transfer {
+                registry: self.reg.name.clone(),
+                reason: "the registry lost the upload session".into(),
+            }),
+        }
+    }
+}
+
 /// Uploads one stored blob unless the repository has it (see the module doc for resuming).
 async fn upload_blob(
     ctx: &Ctx,
@@ -426,27 +525,14 @@ async fn upload_blob(
         Error::NotFound(format!("blob {} is missing from the local store", d.digest))
     })?;
     let state = store.push_state_path(&push_key(reg, repo, &d.digest));
-    let mut session = None;
-    if let Ok(saved) = tokio::fs::read_to_string(&state).await {
-        match reg.upload_status(repo, saved.trim()).await {
-            Ok(Some((offset, loc))) if offset <= size => {
-                // "0-0" is what an empty session reports too: one byte is not worth the doubt.
-                let offset = if offset <= 1 { 0 } else { offset };
-                task.say(&format!("resuming at {offset} bytes"));
-                session = Some((offset, loc));
-            }
-            _ => {
-                let _ = tokio::fs::remove_file(&state).await;
-            }
-        }
-    }
+    let mut session = saved_session(reg, repo, &state, size, &task).await;
     // A session saved by an earlier run gets one chance; if the registry refuses to go on
     // with it, a fresh session starts without counting as a failure.
     let mut resumed = session.is_some();
     let chunk = ctx.opts.chunk_size.max(1);
     let mut failures = 0u32;
     loop {
-        let (mut offset, mut loc) = match session.take() {
+        let (offset, loc) = match session.take() {
             Some(s) => s,
             None => match reg.start_upload(repo, None).await? {
                 Started::Session(loc) => (0, loc),
@@ -468,60 +554,18 @@ async fn upload_blob(
             )
             .await
         } else {
-            let _ = tokio::fs::write(&state, &loc).await;
-            let mut acked = offset;
-            let mut sent = Ok(());
-            while offset < size {
-                let len = chunk.min(size - offset);
-                match reg
-                    .patch(
-                        repo,
-                        &loc,
-                        offset,
-                        || file_body(&path, offset, len, &task),
-                        len,
-                    )
-                    .await
-                {
-                    Ok((end, next)) => {
-                        offset = end;
-                        acked = end;
-                        loc = next;
-                        let _ = tokio::fs::write(&state, &loc).await;
-                    }
-                    Err(e) => {
-                        if let Err(e) = ctx.retry(&mut failures, e, &task, "resuming").await {
-                            sent = Err(e);
-                            break;
-                        }
-                        match reg.upload_status(repo, &loc).await {
-                            Ok(Some((reported, next))) if reported <= size => {
-                                // "0-0" is what an empty session reports too.
-                                offset = if reported <= 1 && acked == 0 {
-                                    0
-                                } else {
-                                    reported
-                                };
-                                loc = next;
-                            }
-                            _ => {
-                                sent = Err(Error::Transfer {
-                                    registry: reg.name.clone(),
-                                    reason: "the registry lost the upload session".into(),
-                                });
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            match sent {
-                Ok(()) => {
-                    reg.finish_upload(repo, &loc, &d.digest, reqwest::Body::default, 0, true)
-                        .await
-                }
-                Err(e) => Err(e),
-            }
+            let chunks = Chunks {
+                reg,
+                repo,
+                digest: &d.digest,
+                path: &path,
+                size,
+                task: &task,
+                state: &state,
+            };
+            chunks
+                .send_and_finish(ctx, offset, loc, &mut failures)
+                .await
         };
         let result = match result {
             // The answer to a finishing PUT may be lost after the registry stored the blob;

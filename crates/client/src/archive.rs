@@ -138,140 +138,25 @@ const META_FILES: &[&str] = &["manifest.json", "index.json", "oci-layout", "repo
 
 /// Reads an archive from `input` into the store and names its images.
 pub fn load(store: &LocalStore, input: impl Read) -> Result<Loaded> {
-    let err = |e: std::io::Error| io_err("reading the archive")(e);
-    let mut archive = tar::Archive::new(input);
-    let mut files: HashMap<String, Digest> = HashMap::new();
-    let mut links: HashMap<String, String> = HashMap::new();
-    let mut meta: HashMap<String, Vec<u8>> = HashMap::new();
-    for entry in archive.entries().map_err(err)? {
-        let mut entry = entry.map_err(err)?;
-        let path = normalize(&entry.path().map_err(err)?.to_string_lossy());
-        match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                if META_FILES.contains(&path.as_str()) {
-                    let mut buf = Vec::new();
-                    (&mut entry)
-                        .take(64 << 20)
-                        .read_to_end(&mut buf)
-                        .map_err(err)?;
-                    meta.insert(path, buf);
-                } else {
-                    let d = stage(store, &mut entry)?;
-                    files.insert(path, d);
-                }
-            }
-            tar::EntryType::Symlink | tar::EntryType::Link => {
-                if let Some(target) = entry.link_name().map_err(err)? {
-                    let target = target.to_string_lossy().into_owned();
-                    let resolved = if entry.header().entry_type() == tar::EntryType::Symlink {
-                        let dir = Path::new(&path).parent().unwrap_or(Path::new(""));
-                        normalize(&dir.join(&target).to_string_lossy())
-                    } else {
-                        normalize(&target)
-                    };
-                    links.insert(path, resolved);
-                }
-            }
-            _ => {}
-        }
-    }
-    let resolve = |path: &str| -> Result<Digest> {
-        let mut p = normalize(path);
-        for _ in 0..8 {
-            if let Some(d) = files.get(&p) {
-                return Ok(d.clone());
-            }
-            match links.get(&p) {
-                Some(next) => p = next.clone(),
-                None => break,
-            }
-        }
-        Err(Error::Invalid(format!("the archive has no file {path}")))
-    };
-    let docker: Vec<DockerEntry> = match meta.get("manifest.json") {
+    let contents = Contents::read(store, input)?;
+    let docker: Vec<DockerEntry> = match contents.meta.get("manifest.json") {
         Some(b) => serde_json::from_slice(b)
             .map_err(|e| Error::Invalid(format!("the archive's manifest.json: {e}")))?,
         None => Vec::new(),
     };
-    let mut entries = Vec::new();
-    if let Some(index) = meta.get("index.json") {
-        #[derive(Deserialize)]
-        struct Index {
-            #[serde(default)]
-            manifests: Vec<Descriptor>,
-        }
-        let index: Index = serde_json::from_slice(index)
-            .map_err(|e| Error::Invalid(format!("the archive's index.json: {e}")))?;
-        for d in index.manifests {
-            let ann = d.annotations.clone().unwrap_or_default();
-            let name = ann
-                .get(CONTAINERD_NAME)
-                .or_else(|| {
-                    ann.get(REF_NAME)
-                        .filter(|n| n.contains(':') || n.contains('/'))
-                })
-                .and_then(|n| ImageRef::parse(n, true).ok())
-                .map(|r| crate::transfer::local_name(&r));
-            let desc = loadable(store, &d)?;
-            entries.push(Entry {
-                name,
-                descriptor: desc,
-            });
-        }
+    let entries = if let Some(index) = contents.meta.get("index.json") {
+        oci_entries(store, index)?
     } else if !docker.is_empty() {
+        let mut entries = Vec::new();
         for item in &docker {
-            let config = resolve(&item.config)?;
-            let mut layers = Vec::new();
-            for l in &item.layers {
-                let d = resolve(l)?;
-                let size = store.blob_size(&d).unwrap_or(0);
-                layers.push(serde_json::json!({
-                    "mediaType": layer_type(&store.blob_path(&d)),
-                    "digest": d,
-                    "size": size,
-                }));
-            }
-            let manifest = serde_json::json!({
-                "schemaVersion": 2,
-                "mediaType": media::OCI_MANIFEST,
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": config,
-                    "size": store.blob_size(&config).unwrap_or(0),
-                },
-                "layers": layers,
-            });
-            let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
-            let digest = store.put_bytes(&bytes)?;
-            let desc = Descriptor {
-                media_type: media::OCI_MANIFEST.to_owned(),
-                digest,
-                size: bytes.len() as u64,
-                artifact_type: None,
-                annotations: None,
-                urls: None,
-                platform: None,
-            };
-            let tags = item.repo_tags.clone().unwrap_or_default();
-            if tags.is_empty() {
-                entries.push(Entry {
-                    name: None,
-                    descriptor: desc.clone(),
-                });
-            }
-            for t in tags {
-                let r = ImageRef::parse(&t, true).map_err(|e| Error::Invalid(e.to_string()))?;
-                entries.push(Entry {
-                    name: Some(crate::transfer::local_name(&r)),
-                    descriptor: desc.clone(),
-                });
-            }
+            entries.extend(docker_entries(store, &contents, item)?);
         }
+        entries
     } else {
         return Err(Error::Invalid(
             "not an image archive: it has neither index.json nor manifest.json".into(),
         ));
-    }
+    };
     let named = entries.clone();
     store.update(|all| {
         for e in named {
@@ -284,6 +169,160 @@ pub fn load(store: &LocalStore, input: impl Read) -> Result<Loaded> {
         }
     })?;
     Ok(Loaded { entries })
+}
+
+/// What an archive holds: its files staged into the store (by path), its links, and the
+/// small files that describe it.
+struct Contents {
+    files: HashMap<String, Digest>,
+    links: HashMap<String, String>,
+    meta: HashMap<String, Vec<u8>>,
+}
+
+impl Contents {
+    fn read(store: &LocalStore, input: impl Read) -> Result<Contents> {
+        let err = |e: std::io::Error| io_err("reading the archive")(e);
+        let mut c = Contents {
+            files: HashMap::new(),
+            links: HashMap::new(),
+            meta: HashMap::new(),
+        };
+        let mut archive = tar::Archive::new(input);
+        for entry in archive.entries().map_err(err)? {
+            let mut entry = entry.map_err(err)?;
+            let path = normalize(&entry.path().map_err(err)?.to_string_lossy());
+            match entry.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    if META_FILES.contains(&path.as_str()) {
+                        let mut buf = Vec::new();
+                        (&mut entry)
+                            .take(64 << 20)
+                            .read_to_end(&mut buf)
+                            .map_err(err)?;
+                        c.meta.insert(path, buf);
+                    } else {
+                        c.files.insert(path, stage(store, &mut entry)?);
+                    }
+                }
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    if let Some(target) = link_target(&entry, &path).map_err(err)? {
+                        c.links.insert(path, target);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
+    /// The digest of the file at `path`, following links (a few hops at most).
+    fn resolve(&self, path: &str) -> Result<Digest> {
+        let mut p = normalize(path);
+        for _ in 0..8 {
+            if let Some(d) = self.files.get(&p) {
+                return Ok(d.clone());
+            }
+            match self.links.get(&p) {
+                Some(next) => p = next.clone(),
+                None => break,
+            }
+        }
+        Err(Error::Invalid(format!("the archive has no file {path}")))
+    }
+}
+
+/// Where a link entry at `path` points, as a path in the archive.
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, path: &str) -> std::io::Result<Option<String>> {
+    let Some(target) = entry.link_name()? else {
+        return Ok(None);
+    };
+    let target = target.to_string_lossy().into_owned();
+    Ok(Some(
+        if entry.header().entry_type() == tar::EntryType::Symlink {
+            let dir = Path::new(path).parent().unwrap_or(Path::new(""));
+            normalize(&dir.join(&target).to_string_lossy())
+        } else {
+            normalize(&target)
+        },
+    ))
+}
+
+/// The images an OCI archive's `index.json` lists, named by their annotations.
+fn oci_entries(store: &LocalStore, index: &[u8]) -> Result<Vec<Entry>> {
+    #[derive(Deserialize)]
+    struct Index {
+        #[serde(default)]
+        manifests: Vec<Descriptor>,
+    }
+    let index: Index = serde_json::from_slice(index)
+        .map_err(|e| Error::Invalid(format!("the archive's index.json: {e}")))?;
+    let mut entries = Vec::new();
+    for d in index.manifests {
+        let ann = d.annotations.clone().unwrap_or_default();
+        let name = ann
+            .get(CONTAINERD_NAME)
+            .or_else(|| {
+                ann.get(REF_NAME)
+                    .filter(|n| n.contains(':') || n.contains('/'))
+            })
+            .and_then(|n| ImageRef::parse(n, true).ok())
+            .map(|r| crate::transfer::local_name(&r));
+        let descriptor = loadable(store, &d)?;
+        entries.push(Entry { name, descriptor });
+    }
+    Ok(entries)
+}
+
+/// One image of a docker archive's `manifest.json`: an OCI manifest written for it, under
+/// each of its tags (or none).
+fn docker_entries(store: &LocalStore, c: &Contents, item: &DockerEntry) -> Result<Vec<Entry>> {
+    let config = c.resolve(&item.config)?;
+    let mut layers = Vec::new();
+    for l in &item.layers {
+        let d = c.resolve(l)?;
+        let size = store.blob_size(&d).unwrap_or(0);
+        layers.push(serde_json::json!({
+            "mediaType": layer_type(&store.blob_path(&d)),
+            "digest": d,
+            "size": size,
+        }));
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config,
+            "size": store.blob_size(&config).unwrap_or(0),
+        },
+        "layers": layers,
+    });
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
+    let descriptor = Descriptor {
+        media_type: media::OCI_MANIFEST.to_owned(),
+        digest: store.put_bytes(&bytes)?,
+        size: bytes.len() as u64,
+        artifact_type: None,
+        annotations: None,
+        urls: None,
+        platform: None,
+    };
+    let tags = item.repo_tags.clone().unwrap_or_default();
+    if tags.is_empty() {
+        return Ok(vec![Entry {
+            name: None,
+            descriptor,
+        }]);
+    }
+    let mut entries = Vec::new();
+    for t in tags {
+        let r = ImageRef::parse(&t, true).map_err(|e| Error::Invalid(e.to_string()))?;
+        entries.push(Entry {
+            name: Some(crate::transfer::local_name(&r)),
+            descriptor: descriptor.clone(),
+        });
+    }
+    Ok(entries)
 }
 
 /// Whether a loaded manifest and what it references reached the store.

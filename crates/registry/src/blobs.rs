@@ -98,7 +98,9 @@ impl Registry {
             // its bytes are checked and the link made; other mounts of it go on beside. The
             // link is only as good as the bytes behind it.
             let _blob = self.meta.digest(digest, LeaseMode::Shared).await?;
-            if self.blobs.stat(digest).await?.is_some() {
+            // Read first, so a miss never queues behind the database's writer.
+            let linked = self.meta.linked_blob(from, digest).await?.is_some();
+            if linked && self.blobs.stat(digest).await?.is_some() {
                 if let Some(size) = self.meta.mount_blob(repo, from, digest).await? {
                     return Ok(Mount::Mounted { size });
                 }

@@ -86,12 +86,13 @@ impl Resolutions {
             return;
         }
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, old)) = kept.entries.remove(&key) {
+            kept.bytes -= old.cost(&key);
+        }
         if kept.bytes + cost > RESOLUTIONS_MAX_BYTES {
             *kept = Kept::default();
         }
-        if let Some((_, old)) = kept.entries.insert(key.clone(), (generation, value)) {
-            kept.bytes -= old.cost(&key);
-        }
+        kept.entries.insert(key, (generation, value));
         kept.bytes += cost;
     }
 }

@@ -24,7 +24,7 @@
 use crate::retention::{Deleted, RetentionReport};
 use crate::usage::rfc3339;
 use crate::{millis, Registry, Result};
-use berth_meta::{LeaseGuard, LeaseMode, UploadState};
+use berth_meta::{LeaseGuard, UploadState};
 use berth_oci::{Digest, UploadId};
 use futures::TryStreamExt;
 use serde::Serialize;
@@ -189,7 +189,7 @@ impl Registry {
         sorted.sort();
         let mut guards = Vec::with_capacity(sorted.len());
         for d in sorted {
-            guards.push(self.meta.digest(d, LeaseMode::Exclusive).await?);
+            guards.push(self.install_lease(d).await?);
         }
         Ok(guards)
     }

@@ -122,9 +122,8 @@ impl Registry {
         let digest = new.record.digest.clone();
         {
             let _shared = self.meta.digest(&digest, LeaseMode::Shared).await?;
-            if self.blobs.stat(&digest).await? == Some(new.record.size)
-                && self.meta.blob_live(&digest).await?
-            {
+            // The transaction checks the record is live (else `BytesGone`).
+            if self.blobs.stat(&digest).await? == Some(new.record.size) {
                 new.stored = Stored::Already;
                 match self.meta.put_manifest(new).await? {
                     Err(PutRefusal::BytesGone) => {}

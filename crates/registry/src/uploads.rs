@@ -111,7 +111,7 @@ fn verify(hasher: DigestHasher, digest: &Digest) -> Result<()> {
 impl Registry {
     /// The session's lease: one writer per session, and a second request on a busy session
     /// is refused rather than queued, since two writers at one offset cannot both be right.
-    async fn lock_session(&self, id: &UploadId) -> Result<LeaseGuard> {
+    async fn session_lease(&self, id: &UploadId) -> Result<LeaseGuard> {
         self.meta.try_session(id).await?.ok_or(Error::UploadBusy)
     }
 
@@ -137,10 +137,10 @@ impl Registry {
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
         let mut rec = self.session(repo, id).await?;
         if self.may_lag(&rec) {
-            // Under the session's lock, like every request that moves it, and from the
-            // record as it stands under the lock; one that holds the lock is answered as
+            // Under the session's lease, like every request that moves it, and from the
+            // record as it stands under the lease; one that holds the lease is answered as
             // recorded.
-            if let Ok(_guard) = self.lock_session(id).await {
+            if let Ok(_guard) = self.session_lease(id).await {
                 rec = self.session(repo, id).await?;
                 rec = self.caught_up(rec).await?;
             }
@@ -152,14 +152,14 @@ impl Registry {
     /// Whether the record `rec` may stand behind the bytes its store saved progress for: only
     /// if it was last written before this process started (an advance whose progress the
     /// store saved is committed unsynced, and a crash may lose it). Within a process the
-    /// record is committed right after the bytes, under the session's lock. (A clock set back
+    /// record is committed right after the bytes, under the session's lease. (A clock set back
     /// across a restart could hide a lagging record: the session then stands where its
     /// record says, and the client resends from there.)
     fn may_lag(&self, rec: &UploadRecord) -> bool {
         self.blobs.keeps_progress() && rec.updated_at < self.started_at
     }
 
-    /// The session `rec` (whose lock the caller holds) caught up with the progress its store
+    /// The session `rec` (whose lease the caller holds) caught up with the progress its store
     /// saved, when that is ahead of the record (see [`Registry::may_lag`]). The bytes before
     /// where the last saving append started were synced before it began, so the record
     /// moves at least there; it moves to the end of that append if the bytes hash to the
@@ -285,7 +285,7 @@ impl Registry {
         chunk: ChunkInfo,
         body: ByteStream<'_>,
     ) -> Result<UploadRecord> {
-        let _guard = self.lock_session(id).await?;
+        let _guard = self.session_lease(id).await?;
         let rec = self.session(repo, id).await?;
         let rec = self.caught_up(rec).await?;
         let expected = expected_len(&rec, chunk)?;
@@ -305,13 +305,13 @@ impl Registry {
         chunk: ChunkInfo,
         body: Option<ByteStream<'_>>,
     ) -> Result<u64> {
-        let _guard = self.lock_session(id).await?;
+        let _guard = self.session_lease(id).await?;
         let rec = self.session(repo, id).await?;
         let rec = self.caught_up(rec).await?;
         self.finish(rec, digest, chunk, body).await
     }
 
-    /// Finishes the session `rec` (whose lock the caller holds).
+    /// Finishes the session `rec` (whose lease the caller holds).
     async fn finish(
         &self,
         rec: UploadRecord,
@@ -388,7 +388,7 @@ impl Registry {
         let rec = self.start_upload(repo).await?;
         let id = rec.id.clone();
         let result = {
-            let _guard = self.lock_session(&id).await?;
+            let _guard = self.session_lease(&id).await?;
             self.finish(rec, digest, chunk, Some(body)).await
         };
         if result.is_err() {
@@ -400,7 +400,7 @@ impl Registry {
 
     /// Cancels a session (DELETE) and frees its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &UploadId) -> Result<()> {
-        let _guard = self.lock_session(id).await?;
+        let _guard = self.session_lease(id).await?;
         let rec = self.upload_status(repo, id).await?;
         self.meta.end_upload(&rec).await?;
         self.blobs.abort(&rec.id).await?;

@@ -619,7 +619,8 @@ fn files_in(dir: &Path) -> io::Result<Vec<(String, std::fs::Metadata)>> {
     Ok(out)
 }
 
-/// Renames `from` to `to` durably, unless `to` exists (content-addressed: same bytes).
+/// Renames `from` to `to` durably, replacing a file there (content-addressed: the same bytes,
+/// stored anew after any collection's mark).
 fn install(from: &Path, to: &Path) -> io::Result<()> {
     let parent = to
         .parent()

@@ -116,6 +116,9 @@ pub struct UploadRecord {
     pub offset: u64,
     /// The hash midstate after `offset` bytes (see `DigestHasher::save`), if kept.
     pub hash_state: Option<String>,
+    /// The blob store's own progress after `offset` bytes (its upload token), opaque here;
+    /// empty when it keeps none.
+    pub progress: Vec<u8>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -206,18 +209,17 @@ pub trait MetaStore: Leases + Send + Sync + 'static {
     /// ended.
     async fn upload(&self, id: &UploadId) -> Result<Option<UploadState>>;
 
-    /// Moves `session` from the offset it carries to `to` with a new hash state, only if the
-    /// session still stands there and is open (compare-and-set); `false` when it does not.
-    /// A session with no record stands at offset 0: its first advance records it with the
-    /// repository and creation time `session` carries. Durable when it returns if `durable`;
-    /// otherwise a crash may lose it (the caller then keeps the progress durably elsewhere:
-    /// the blob store saved it with the bytes), and a later durable write makes it durable.
+    /// Moves `session` from the offset it carries to `to` with a new hash state and blob
+    /// store progress, only if the session still stands there and is open (compare-and-set);
+    /// `false` when it does not. A session with no record stands at offset 0: its first
+    /// advance records it with the repository and creation time `session` carries. Durable
+    /// when it returns.
     async fn advance_upload(
         &self,
         session: &UploadRecord,
         to: u64,
         hash_state: Option<&str>,
-        durable: bool,
+        progress: &[u8],
     ) -> Result<bool>;
 
     /// Ends a session, recorded or not, leaving a tombstone so that its id stays unknown

@@ -78,23 +78,24 @@ pub const REPOS: &str = "SELECT string_agg(name, ',') FROM \
     (SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2) AS page";
 
 pub const UPLOAD: &str =
-    "SELECT id, repo, offset_bytes, hash_state, created_at, updated_at, ended_at \
+    "SELECT id, repo, offset_bytes, hash_state, progress, created_at, updated_at, ended_at \
     FROM uploads WHERE id = $1";
 /// Moves a session on from offset 0, recording it if it has no row yet.
 pub const FIRST_ADVANCE: &str =
-    "INSERT INTO uploads (id, repo, offset_bytes, hash_state, created_at, updated_at) \
-    VALUES ($1, $2, $3, $4, $5, $6) \
+    "INSERT INTO uploads (id, repo, offset_bytes, hash_state, progress, created_at, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7) \
     ON CONFLICT (id) DO UPDATE SET offset_bytes = excluded.offset_bytes, \
-    hash_state = excluded.hash_state, updated_at = excluded.updated_at \
+    hash_state = excluded.hash_state, progress = excluded.progress, \
+    updated_at = excluded.updated_at \
     WHERE uploads.offset_bytes = 0 AND uploads.ended_at IS NULL";
 /// Moves a recorded open session on, only from offset `$2`.
 pub const MOVE_UPLOAD: &str = "UPDATE uploads SET offset_bytes = $3, hash_state = $4, \
-    updated_at = $5 WHERE id = $1 AND offset_bytes = $2 AND ended_at IS NULL";
+    progress = $5, updated_at = $6 WHERE id = $1 AND offset_bytes = $2 AND ended_at IS NULL";
 /// Ends a session, recorded or not; changes nothing (no row counted) when it had ended.
 pub const END_UPLOAD: &str =
     "INSERT INTO uploads (id, repo, offset_bytes, created_at, updated_at, ended_at) \
     VALUES ($1, $2, $3, $4, $5, $5) \
-    ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, hash_state = NULL, \
+    ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, hash_state = NULL, progress = NULL, \
     updated_at = excluded.updated_at WHERE uploads.ended_at IS NULL";
 
 pub const INSERT_SECRET: &str =
@@ -140,7 +141,7 @@ pub const BLOB_LIVE: &str = "SELECT 1 FROM blobs WHERE digest = $1 AND deleting_
 pub const BLOB_RECORDS: &str = "SELECT digest, size FROM blobs WHERE deleting_at IS NULL";
 
 pub const STALE_UPLOADS: &str =
-    "SELECT id, repo, offset_bytes, hash_state, created_at, updated_at, ended_at \
+    "SELECT id, repo, offset_bytes, hash_state, progress, created_at, updated_at, ended_at \
     FROM uploads WHERE ended_at IS NULL AND updated_at < $1";
 pub const FORGET_ENDED_UPLOADS: &str =
     "DELETE FROM uploads WHERE ended_at IS NOT NULL AND created_at < $1";

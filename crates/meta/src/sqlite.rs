@@ -12,11 +12,6 @@
 //! write rolls back alone), commits once, and only then answers each caller. A write alone in
 //! the queue runs at once: nothing waits for a batch to fill.
 //!
-//! Unsynced writes: a session's advance whose progress the blob store saved durably with its
-//! bytes (see `MetaStore::advance_upload`) is committed with `synchronous = NORMAL`, without
-//! a sync of the WAL, when its whole batch is of that kind; the next synced commit or
-//! checkpoint makes it durable. WAL mode with `NORMAL` cannot corrupt the database in a crash,
-//! it can only lose the last commits.
 
 use crate::leases::{LeaseGuard, LeaseMode, Leases, LocalLeases};
 use crate::sql;
@@ -56,17 +51,9 @@ enum Statements {
     Several,
 }
 
-/// Whether a write's commit must reach the disk before its caller is answered.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Commit {
-    Synced,
-    Unsynced,
-}
-
 /// A write in the writer task's queue.
 struct Queued {
     statements: Statements,
-    commit: Commit,
     job: Job,
 }
 
@@ -165,15 +152,6 @@ impl SqliteMeta {
         self.write_touching(Touches::Other, statements, f).await
     }
 
-    /// [`SqliteMeta::write`] for the writer's next batch, committed with `commit`.
-    async fn write_with<T, F>(&self, statements: Statements, commit: Commit, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
-    {
-        self.enqueue(Touches::Other, statements, commit, f).await
-    }
-
     /// [`SqliteMeta::write`], for a write that may change what `touches` says: the writer
     /// task bumps the change generation before answering, whether or not the
     /// caller is still waiting.
@@ -187,16 +165,10 @@ impl SqliteMeta {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.enqueue(touches, statements, Commit::Synced, f).await
+        self.enqueue(touches, statements, f).await
     }
 
-    async fn enqueue<T, F>(
-        &self,
-        touches: Touches,
-        statements: Statements,
-        commit: Commit,
-        f: F,
-    ) -> Result<T>
+    async fn enqueue<T, F>(&self, touches: Touches, statements: Statements, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
@@ -225,11 +197,7 @@ impl SqliteMeta {
         });
         let closed = || MetaError::new(ErrorKind::Unavailable, "the database writer has stopped");
         self.jobs
-            .send(Queued {
-                statements,
-                commit,
-                job,
-            })
+            .send(Queued { statements, job })
             .await
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
@@ -393,6 +361,9 @@ fn upload_row(row: &SqliteRow) -> Result<UploadState> {
         repo: repo_col(row, "repo")?,
         offset: row.try_get::<i64, _>("offset_bytes")? as u64,
         hash_state: row.try_get("hash_state")?,
+        progress: row
+            .try_get::<Option<Vec<u8>>, _>("progress")?
+            .unwrap_or_default(),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     }))
@@ -518,21 +489,9 @@ async fn put_manifest_in(
 /// The writer task: one transaction per batch of queued writes, each in its own savepoint.
 async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Queued>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // The connection's setting, changed only between transactions (SQLite refuses inside).
-    let mut current = Commit::Synced;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut replies = Vec::with_capacity(batch.len());
-        let wanted = if batch.iter().all(|q| q.commit == Commit::Unsynced) {
-            Commit::Unsynced
-        } else {
-            Commit::Synced
-        };
-        // A batch whose setting could not be made is rolled back: a synced write must not
-        // be answered after a commit that may not have reached the disk.
-        let set = set_commit(&mut conn, &mut current, wanted).await;
-        let outcome = run_batch(&mut conn, batch.drain(..), &mut replies, set.is_err())
-            .await
-            .and(set);
+        let outcome = run_batch(&mut conn, batch.drain(..), &mut replies).await;
         if let Err(e) = &outcome {
             tracing::error!(error = %e, writes = replies.len(), "metadata batch failed");
             // Leave no half-open transaction for the next batch.
@@ -545,38 +504,17 @@ async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Queued
     }
 }
 
-/// Sets `synchronous` for the next transaction to what `wanted` needs, if it differs.
-async fn set_commit(
-    conn: &mut SqliteConnection,
-    current: &mut Commit,
-    wanted: Commit,
-) -> std::result::Result<(), sqlx::Error> {
-    if *current != wanted {
-        let pragma = match wanted {
-            Commit::Synced => "PRAGMA synchronous = FULL",
-            Commit::Unsynced => "PRAGMA synchronous = NORMAL",
-        };
-        sqlx::query(pragma).execute(&mut *conn).await?;
-        *current = wanted;
-    }
-    Ok(())
-}
-
 async fn run_batch(
     conn: &mut SqliteConnection,
     jobs: impl ExactSizeIterator<Item = Queued>,
     replies: &mut Vec<Reply>,
-    abandon: bool,
 ) -> std::result::Result<(), sqlx::Error> {
     // A write alone in its batch needs no savepoint (two more trips to the database thread):
     // if it fails, the whole transaction is rolled back instead.
     let alone = jobs.len() == 1;
     let mut end = "COMMIT";
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    for Queued {
-        statements, job, ..
-    } in jobs
-    {
+    for Queued { statements, job } in jobs {
         let savepoint = statements == Statements::Several && !alone;
         if savepoint {
             sqlx::query("SAVEPOINT write").execute(&mut *conn).await?;
@@ -591,9 +529,6 @@ async fn run_batch(
         } else if alone && !ok {
             end = "ROLLBACK";
         }
-    }
-    if abandon {
-        end = "ROLLBACK";
     }
     sqlx::query(end).execute(&mut *conn).await?;
     Ok(())
@@ -797,19 +732,15 @@ impl MetaStore for SqliteMeta {
         session: &UploadRecord,
         to: u64,
         hash_state: Option<&str>,
-        durable: bool,
+        progress: &[u8],
     ) -> Result<bool> {
-        let (s, state, now) = (
+        let (s, state, progress, now) = (
             session.clone(),
             hash_state.map(str::to_owned),
+            progress.to_vec(),
             crate::now_millis(),
         );
-        let commit = if durable {
-            Commit::Synced
-        } else {
-            Commit::Unsynced
-        };
-        self.write_with(Statements::One, commit, move |c| {
+        self.write(Statements::One, move |c| {
             Box::pin(async move {
                 // Only a session at 0 may lack a record: elsewhere a missing row is a loss.
                 let r = if s.offset == 0 {
@@ -818,6 +749,7 @@ impl MetaStore for SqliteMeta {
                         .bind(s.repo.as_str())
                         .bind(i(to))
                         .bind(state)
+                        .bind(progress)
                         .bind(s.created_at)
                         .bind(now)
                         .execute(c)
@@ -828,6 +760,7 @@ impl MetaStore for SqliteMeta {
                         .bind(i(s.offset))
                         .bind(i(to))
                         .bind(state)
+                        .bind(progress)
                         .bind(now)
                         .execute(c)
                         .await?
@@ -1227,35 +1160,6 @@ mod tests {
             .expect("refused");
         assert!(e.to_string().contains("write-ahead log"), "{e}");
         assert!(!dir.path().join("meta.db").exists());
-    }
-
-    /// A batch made only of unsynced writes commits with `synchronous = NORMAL` (no sync of
-    /// the WAL); any other batch with `FULL`, whatever came before it.
-    #[tokio::test]
-    async fn only_batches_of_unsynced_writes_skip_the_sync() {
-        use super::{Commit, Statements};
-        let dir = tempfile::tempdir().unwrap();
-        let meta = super::SqliteMeta::open(&dir.path().join("meta.db"))
-            .await
-            .unwrap();
-        let level = |commit| {
-            meta.write_with(Statements::One, commit, |c| {
-                Box::pin(async move {
-                    Ok(sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
-                        .fetch_one(c)
-                        .await?)
-                })
-            })
-        };
-        for commit in [
-            Commit::Synced,
-            Commit::Unsynced,
-            Commit::Unsynced,
-            Commit::Synced,
-        ] {
-            let want = if commit == Commit::Synced { 2 } else { 1 };
-            assert_eq!(level(commit).await.unwrap(), want, "{commit:?}");
-        }
     }
 
     /// Group commit: a write that fails among concurrent ones rolls back alone.

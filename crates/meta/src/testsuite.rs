@@ -360,8 +360,8 @@ pub async fn referrers_are_by_subject_and_artifact_type(meta: &dyn MetaStore) {
         .is_empty());
 }
 
-/// An upload is unrecorded until its first advance, moves by compare-and-set (unsynced
-/// advances are committed like any other), and ends with a tombstone.
+/// An upload is unrecorded until its first advance, moves by compare-and-set with its hash
+/// state and the blob store's progress, and ends with a tombstone.
 pub async fn uploads_advance_by_compare_and_set_and_end_for_good(meta: &dyn MetaStore) {
     let a = repo("team/a");
     let id: UploadId = "u1".parse().expect("id");
@@ -371,15 +371,16 @@ pub async fn uploads_advance_by_compare_and_set_and_end_for_good(meta: &dyn Meta
         repo: a.clone(),
         offset: 0,
         hash_state: None,
+        progress: Vec::new(),
         created_at: 1,
         updated_at: 1,
     };
     assert!(meta
-        .advance_upload(&u, 10, Some("state"), true)
+        .advance_upload(&u, 10, Some("state"), b"part-1")
         .await
         .expect("first advance records the session"));
     assert!(!meta
-        .advance_upload(&u, 20, Some("other"), false)
+        .advance_upload(&u, 20, Some("other"), b"")
         .await
         .expect("stale advance refused"));
     let Some(UploadState::Open(got)) = meta.upload(&id).await.expect("upload") else {
@@ -390,19 +391,19 @@ pub async fn uploads_advance_by_compare_and_set_and_end_for_good(meta: &dyn Meta
             &got.repo,
             got.offset,
             got.hash_state.as_deref(),
+            &got.progress[..],
             got.created_at
         ),
-        (&a, 10, Some("state"), 1)
+        (&a, 10, Some("state"), &b"part-1"[..], 1)
     );
     assert!(meta
-        .advance_upload(&got, 25, None, false)
+        .advance_upload(&got, 25, None, b"part-2")
         .await
-        .expect("advance from where it stands, unsynced"));
-    // An unsynced advance is committed like any other: seen by the next read.
+        .expect("advance from where it stands"));
     let Some(UploadState::Open(got)) = meta.upload(&id).await.expect("upload") else {
         panic!("session still open");
     };
-    assert_eq!(got.offset, 25);
+    assert_eq!((got.offset, &got.progress[..]), (25, &b"part-2"[..]));
     let at_25 = UploadRecord {
         offset: 25,
         ..got.clone()
@@ -414,11 +415,11 @@ pub async fn uploads_advance_by_compare_and_set_and_end_for_good(meta: &dyn Meta
         Some(UploadState::Ended)
     );
     assert!(!meta
-        .advance_upload(&at_25, 30, None, false)
+        .advance_upload(&at_25, 30, None, b"")
         .await
         .expect("an ended session does not move"));
     assert!(!meta
-        .advance_upload(&u, 5, None, true)
+        .advance_upload(&u, 5, None, b"")
         .await
         .expect("an ended session is not recorded again"));
 }
@@ -430,6 +431,7 @@ fn session(id: &str) -> UploadRecord {
         repo: repo("team/a"),
         offset: 0,
         hash_state: None,
+        progress: Vec::new(),
         created_at: 1,
         updated_at: 1,
     }
@@ -775,11 +777,12 @@ pub async fn collection_marks_only_garbage_and_expires_uploads(meta: &dyn MetaSt
         repo: r.clone(),
         offset: 0,
         hash_state: None,
+        progress: Vec::new(),
         created_at: 5,
         updated_at: 5,
     };
     assert!(meta
-        .advance_upload(&idle, 3, None, true)
+        .advance_upload(&idle, 3, None, b"")
         .await
         .expect("advance"));
     let stale = meta.stale_uploads(future).await.expect("stale");

@@ -220,15 +220,6 @@ impl DigestHasher {
         self.len == 0
     }
 
-    /// The raw digest of the bytes hashed so far, the hasher going on unchanged: a check of
-    /// a prefix (what an upload's saved progress keeps beside its bytes).
-    pub fn digest_so_far(&self) -> Vec<u8> {
-        match &self.inner {
-            Inner::Sha256(h) => h.clone().finalize().to_vec(),
-            Inner::Sha512(h) => h.clone().finalize().to_vec(),
-        }
-    }
-
     pub fn finish(self) -> Digest {
         let algorithm = self.algorithm();
         let hex = match self.inner {

@@ -267,7 +267,9 @@ impl Registry {
                 continue;
             };
             self.meta.end_upload(&rec).await?;
-            self.blobs.abort(&rec.id).await?;
+            self.blobs
+                .abort(&rec.id, Some(&crate::uploads::token(&rec)))
+                .await?;
             expired.insert(rec.id);
         }
         let scratch: Vec<_> = self.blobs.uploads().try_collect().await?;
@@ -286,7 +288,7 @@ impl Registry {
                 _ => {}
             }
             if !dry {
-                self.blobs.abort(&id).await?;
+                self.blobs.abort(&id, None).await?;
             }
             expired.insert(id);
         }
@@ -402,7 +404,7 @@ mod tests {
     use crate::uploads::ChunkInfo;
     use crate::Registry;
     use berth_oci::{media, Digest, Reference, RepoName};
-    use berth_store::{BlobStore, ByteStream, Result as StoreResult};
+    use berth_store::{BlobStore, ByteStream, Result as StoreResult, UploadToken};
     use bytes::Bytes;
     use futures::stream::BoxStream;
     use futures::StreamExt;
@@ -535,30 +537,38 @@ mod tests {
         async fn append(
             &self,
             id: &berth_oci::UploadId,
-            offset: u64,
+            at: &UploadToken,
             body: ByteStream<'_>,
             durability: berth_store::Durability,
-        ) -> StoreResult<u64> {
-            self.inner.append(id, offset, body, durability).await
+        ) -> StoreResult<UploadToken> {
+            self.inner.append(id, at, body, durability).await
         }
-        async fn upload_len(&self, id: &berth_oci::UploadId) -> StoreResult<u64> {
-            self.inner.upload_len(id).await
+        async fn holds(&self, id: &berth_oci::UploadId, at: &UploadToken) -> StoreResult<bool> {
+            self.inner.holds(id, at).await
         }
         async fn read_upload(
             &self,
             id: &berth_oci::UploadId,
-            from: u64,
-            to: u64,
-        ) -> StoreResult<ByteStream<'static>> {
-            self.inner.read_upload(id, from, to).await
+            at: &UploadToken,
+        ) -> StoreResult<Option<ByteStream<'static>>> {
+            self.inner.read_upload(id, at).await
         }
-        async fn commit(&self, id: &berth_oci::UploadId, d: &Digest, len: u64) -> StoreResult<u64> {
-            let n = self.inner.commit(id, d, len).await?;
+        async fn commit(
+            &self,
+            id: &berth_oci::UploadId,
+            at: &UploadToken,
+            d: &Digest,
+        ) -> StoreResult<u64> {
+            let n = self.inner.commit(id, at, d).await?;
             self.gate().await;
             Ok(n)
         }
-        async fn abort(&self, id: &berth_oci::UploadId) -> StoreResult<()> {
-            self.inner.abort(id).await
+        async fn abort(
+            &self,
+            id: &berth_oci::UploadId,
+            at: Option<&UploadToken>,
+        ) -> StoreResult<()> {
+            self.inner.abort(id, at).await
         }
     }
 

@@ -83,9 +83,6 @@ pub struct Registry {
     pulls: Arc<usage::PullLog>,
     /// Small whole blobs being finished in memory (see `uploads::SMALL_BLOB`).
     small: Arc<tokio::sync::Semaphore>,
-    /// When this process opened the registry (milliseconds): an upload record written since
-    /// then never stands behind its bytes (see `uploads::caught_up`).
-    started_at: i64,
 }
 
 impl Registry {
@@ -105,7 +102,6 @@ impl Registry {
             ids: Arc::default(),
             pulls: Arc::default(),
             small: Arc::new(tokio::sync::Semaphore::new(uploads::SMALL_BLOBS)),
-            started_at: berth_meta::now_millis(),
         };
         // Fetched beside start-up rather than on its path: on a new database, making the
         // key is a durable write. The first upload waits for it if it is not there yet; if

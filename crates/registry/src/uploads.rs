@@ -5,23 +5,19 @@
 //! PATCH; a monolithic PUT that finishes it at once never records it at all. Finishing or
 //! cancelling leaves a tombstone, so that an ended session's id stays unknown.
 //!
-//! Bytes are hashed while they stream to the blob store, and after every PATCH the hasher's
-//! midstate is saved in the upload record with the new offset (compare-and-set), so a session
-//! continues after a restart, or on another node, without re-reading what it holds. A blob
-//! becomes visible only at finish: digest verified, bytes committed durably, then linked.
-//!
-//! A store that keeps progress (the filesystem's) saves, with each PATCH's bytes and in the
-//! same sync, where the PATCH started, where it ended and the digest of everything up to
-//! there; the record's advance is then committed without a sync of its own: one device flush
-//! per PATCH instead of two. After a crash the record may stand behind what was
-//! acknowledged, and the first request on the session after the restart catches it up (see
-//! `caught_up`).
+//! Bytes are hashed while they stream to the blob store. After every PATCH the session
+//! record moves, by compare-and-set on the offset, to the new offset with the hasher's
+//! midstate and the store's upload token, so any process continues the session from the
+//! record alone, without reading its bytes back. The record is the truth: bytes a store
+//! holds past it (a request that died before its record moved) are not part of the upload.
+//! A blob becomes visible only at finish: digest verified, bytes committed durably, then
+//! linked.
 
 use crate::{Error, Registry, Result};
 use berth_meta::{LeaseGuard, LeaseMode, UploadRecord, UploadState};
 use berth_oci::range::ChunkRange;
 use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
-use berth_store::{ByteStream, Durability};
+use berth_store::{ByteStream, Durability, UploadToken};
 use futures::{Stream, StreamExt, TryStreamExt};
 use std::io;
 use std::pin::Pin;
@@ -135,99 +131,23 @@ impl Registry {
     /// for `repo`, has ended, has received nothing for longer than the expiry, or no longer
     /// holds the bytes its record counts (see `still_held`).
     pub async fn upload_status(&self, repo: &RepoName, id: &UploadId) -> Result<UploadRecord> {
-        let mut rec = self.session(repo, id).await?;
-        if self.may_lag(&rec) {
-            // Under the session's lease, like every request that moves it, and from the
-            // record as it stands under the lease; one that holds the lease is answered as
-            // recorded.
-            if let Ok(_guard) = self.session_lease(id).await {
-                rec = self.session(repo, id).await?;
-                rec = self.caught_up(rec).await?;
-            }
-        }
+        let rec = self.session(repo, id).await?;
         self.still_held(&rec).await?;
         Ok(rec)
     }
 
-    /// Whether the record `rec` may stand behind the bytes its store saved progress for: only
-    /// if it was last written before this process started (an advance whose progress the
-    /// store saved is committed unsynced, and a crash may lose it). Within a process the
-    /// record is committed right after the bytes, under the session's lease. (A clock set back
-    /// across a restart could hide a lagging record: the session then stands where its
-    /// record says, and the client resends from there.)
-    fn may_lag(&self, rec: &UploadRecord) -> bool {
-        self.blobs.keeps_progress() && rec.updated_at < self.started_at
-    }
-
-    /// The session `rec` (whose lease the caller holds) caught up with the progress its store
-    /// saved, when that is ahead of the record (see [`Registry::may_lag`]). The bytes before
-    /// where the last saving append started were synced before it began, so the record
-    /// moves at least there; it moves to the end of that append if the bytes hash to the
-    /// check saved with them (a crash during the append's sync may have kept what it saved
-    /// and lost some of its bytes).
-    async fn caught_up(&self, rec: UploadRecord) -> Result<UploadRecord> {
-        if !self.may_lag(&rec) {
-            return Ok(rec);
-        }
-        let saved = match self.blobs.progress(&rec.id).await {
-            Ok(Some(saved)) if saved.len > rec.offset && saved.from >= rec.offset => saved,
-            // Nothing ahead of the record (or no bytes at all: the append will say so).
-            Ok(_) | Err(berth_store::StoreError::NotFound) => return Ok(rec),
-            Err(e) => return Err(e.into()),
+    /// Feeds `h` the bytes of the upload standing at `rec` (when its saved hash state cannot
+    /// serve): a store that cannot read an upload before its commit leaves such a session
+    /// unfinishable with `h`'s algorithm.
+    async fn hash_upload(&self, rec: &UploadRecord, h: &mut DigestHasher) -> Result<()> {
+        let stream = self.blobs.read_upload(&rec.id, &token(rec)).await;
+        let Some(mut stream) = stream.map_err(session_gone)? else {
+            return Err(Error::UploadInvalid(format!(
+                "this storage cannot read a session's chunks again to hash them with {}: \
+                 finish it with the algorithm its chunks were hashed with, sha256",
+                h.algorithm().as_str()
+            )));
         };
-        // Saved progress comes from PATCHes, which hash with SHA-256 (see `patch_upload`).
-        let mut h = self.hasher_for(&rec, Algorithm::Sha256).await?;
-        let read = self.hash_upload(&rec.id, &mut h, saved.from).await;
-        let h = if read.is_err() || h.len() != saved.from {
-            // Saved progress past the file's end (a crash between a truncation and its
-            // sync): the record stands, and the next append cuts the rest off.
-            tracing::warn!(upload = %rec.id, error = ?read.err(), "upload shorter than its progress");
-            None
-        } else {
-            let synced = h.clone();
-            let checked = match self.hash_upload(&rec.id, &mut h, saved.len).await {
-                Ok(()) => h.len() == saved.len && h.digest_so_far() == saved.check,
-                Err(e) => {
-                    tracing::warn!(upload = %rec.id, error = %e, "re-reading an upload's last chunk");
-                    false
-                }
-            };
-            Some(if checked { h } else { synced })
-        };
-        let (offset, state) = match h {
-            Some(h) => (h.len(), Some(h.save())),
-            None => (rec.offset, rec.hash_state.clone()),
-        };
-        if offset != rec.offset {
-            tracing::info!(
-                upload = %rec.id, recorded = rec.offset, saved = saved.len, now = offset,
-                "an upload record behind its bytes caught up"
-            );
-        }
-        // Synced, unlike a PATCH's advance: the saved progress may be cut by the next
-        // append, and this record is then the only word of where the session stands. Also
-        // when it stays where it was: written by this process, it is not looked at again.
-        if !self
-            .meta
-            .advance_upload(&rec, offset, state.as_deref(), true)
-            .await?
-        {
-            return Err(Error::UploadBusy);
-        }
-        Ok(UploadRecord {
-            offset,
-            hash_state: state,
-            ..rec
-        })
-    }
-
-    /// Feeds `h` the upload's bytes from where it stands to `to`.
-    async fn hash_upload(&self, id: &UploadId, h: &mut DigestHasher, to: u64) -> Result<()> {
-        let mut stream = self
-            .blobs
-            .read_upload(id, h.len(), to)
-            .await
-            .map_err(session_gone)?;
         while let Some(chunk) = stream.next().await {
             h.update(&chunk.map_err(|e| Error::Internal(format!("re-reading upload: {e}")))?);
         }
@@ -258,21 +178,12 @@ impl Registry {
     /// process died before the session ended in the metadata: the record then names bytes
     /// the session no longer holds, so it can be neither continued nor finished, and the
     /// truthful answer is `BLOB_UPLOAD_UNKNOWN`: the client starts a new session, whose
-    /// commit finds the blob's bytes already in place. (Answering the record's offset sent
-    /// the client's next PATCH or PUT into a 500, for ever.)
+    /// commit finds the blob's bytes already in place.
     async fn still_held(&self, rec: &UploadRecord) -> Result<()> {
-        if rec.offset == 0 {
-            // Nothing to hold: the next append creates the scratch space afresh.
-            return Ok(());
-        }
-        match self.blobs.upload_len(&rec.id).await {
-            Ok(len) if len >= rec.offset => Ok(()),
-            Ok(len) => Err(Error::Internal(format!(
-                "upload {} holds {len} bytes, its record says {}",
-                rec.id, rec.offset
-            ))),
-            Err(berth_store::StoreError::NotFound) => Err(Error::UploadUnknown),
-            Err(e) => Err(e.into()),
+        if self.blobs.holds(&rec.id, &token(rec)).await? {
+            Ok(())
+        } else {
+            Err(Error::UploadUnknown)
         }
     }
 
@@ -287,7 +198,6 @@ impl Registry {
     ) -> Result<UploadRecord> {
         let _guard = self.session_lease(id).await?;
         let rec = self.session(repo, id).await?;
-        let rec = self.caught_up(rec).await?;
         let expected = expected_len(&rec, chunk)?;
         let (rec, _) = self
             .append(rec, Algorithm::Sha256, expected, body, true)
@@ -307,7 +217,6 @@ impl Registry {
     ) -> Result<u64> {
         let _guard = self.session_lease(id).await?;
         let rec = self.session(repo, id).await?;
-        let rec = self.caught_up(rec).await?;
         self.finish(rec, digest, chunk, body).await
     }
 
@@ -344,7 +253,7 @@ impl Registry {
         let _blob = self.install_lease(digest).await?;
         let size = self
             .blobs
-            .commit(&rec.id, digest, rec.offset)
+            .commit(&rec.id, &token(&rec), digest)
             .await
             .map_err(session_gone)?;
         self.meta.finish_upload(&rec, digest, size).await?;
@@ -371,7 +280,11 @@ impl Registry {
         verify(hasher, digest)?;
         let _blob = self.install_lease(digest).await?;
         self.blobs.put(digest, bytes.freeze()).await?;
-        let rec = UploadRecord { offset: len, ..rec };
+        let rec = UploadRecord {
+            offset: len,
+            progress: Vec::new(),
+            ..rec
+        };
         self.meta.finish_upload(&rec, digest, len).await?;
         Ok(len)
     }
@@ -393,7 +306,7 @@ impl Registry {
         };
         if result.is_err() {
             // Nobody knows this session's id and it was never recorded: only its bytes remain.
-            self.blobs.abort(&id).await.ok();
+            self.blobs.abort(&id, None).await.ok();
         }
         result
     }
@@ -403,13 +316,16 @@ impl Registry {
         let _guard = self.session_lease(id).await?;
         let rec = self.upload_status(repo, id).await?;
         self.meta.end_upload(&rec).await?;
-        self.blobs.abort(&rec.id).await?;
+        self.blobs.abort(&rec.id, Some(&token(&rec))).await?;
         Ok(())
     }
 
     /// Streams `body` onto the session. Returns the session at its new offset and the hasher
-    /// over all its bytes; with `record`, the new offset and the hash midstate are saved in
-    /// the session (a PATCH), so that it resumes after a restart without re-reading.
+    /// over all its bytes; with `record` (a PATCH), the bytes are durable and the record
+    /// moves to the new offset with the hash midstate and the store's token, so that the
+    /// session resumes anywhere without re-reading. A finishing PUT's bytes need only reach
+    /// the commit, and its record never moves: if the digest is wrong, the session stays as
+    /// it was.
     async fn append(
         &self,
         rec: UploadRecord,
@@ -418,49 +334,40 @@ impl Registry {
         body: ByteStream<'_>,
         record: bool,
     ) -> Result<(UploadRecord, DigestHasher)> {
-        // Shared with the store, which asks for the state to save once the body has ended.
-        let hasher = std::sync::Arc::new(std::sync::Mutex::new(self.hasher_for(&rec, alg).await?));
-        let hashing = std::sync::Arc::clone(&hasher);
+        // Shared with the body, which feeds it as the bytes stream to the store.
+        let hashing = std::sync::Arc::new(std::sync::Mutex::new(self.hasher_for(&rec, alg).await?));
+        let fed = std::sync::Arc::clone(&hashing);
         let body = Exact::new(body, expected)
-            .inspect_ok(move |b| lock_hasher(&hashing).update(b))
+            .inspect_ok(move |b| lock_hasher(&fed).update(b))
             .boxed();
-        // A PATCH's bytes must outlive a crash; a finishing PUT's need only reach the commit.
-        let saving = record && self.blobs.keeps_progress();
-        let appended = if saving {
-            let saved = std::sync::Arc::clone(&hasher);
-            let check = Box::new(move || lock_hasher(&saved).digest_so_far());
-            self.blobs
-                .append_saving(&rec.id, rec.offset, body, check)
-                .await
+        let durability = if record {
+            Durability::Durable
         } else {
-            let durability = if record {
-                Durability::Durable
-            } else {
-                Durability::UntilCommit
-            };
-            self.blobs
-                .append(&rec.id, rec.offset, body, durability)
-                .await
+            Durability::UntilCommit
         };
-        let len = appended.map_err(session_gone)?;
-        let hasher = lock_hasher(&hasher).clone();
-        let mut state = None;
+        let at = self
+            .blobs
+            .append(&rec.id, &token(&rec), body, durability)
+            .await
+            .map_err(session_gone)?;
+        let hasher = lock_hasher(&hashing).clone();
+        let mut state = rec.hash_state.clone();
         if record {
             let saved = hasher.save();
-            // With the progress saved with the bytes, the record needs no sync of its own.
-            if !self
+            let moved = self
                 .meta
-                .advance_upload(&rec, len, Some(&saved), !saving)
-                .await?
-            {
+                .advance_upload(&rec, at.len, Some(&saved), &at.progress)
+                .await?;
+            if !moved {
                 // Only possible if another node wrote the session meanwhile; ours is the loser.
                 return Err(Error::UploadBusy);
             }
             state = Some(saved);
         }
         let rec = UploadRecord {
-            offset: len,
+            offset: at.len,
             hash_state: state,
+            progress: at.progress,
             ..rec
         };
         Ok((rec, hasher))
@@ -478,7 +385,7 @@ impl Registry {
             }
         }
         let mut h = DigestHasher::new(alg);
-        self.hash_upload(&rec.id, &mut h, rec.offset).await?;
+        self.hash_upload(rec, &mut h).await?;
         if h.len() != rec.offset {
             return Err(Error::Internal(format!(
                 "upload {} holds {} bytes, record says {}",
@@ -491,7 +398,15 @@ impl Registry {
     }
 }
 
-/// The hasher shared by an append's body and its store; a panic elsewhere cannot leave it
+/// Where the session `rec` stands in the blob store, as its record saved it.
+pub(crate) fn token(rec: &UploadRecord) -> UploadToken {
+    UploadToken {
+        len: rec.offset,
+        progress: rec.progress.clone(),
+    }
+}
+
+/// The hasher shared by an append's body and the append; a panic elsewhere cannot leave it
 /// half-updated (an update is one call), so a poisoned lock is still usable.
 fn lock_hasher(h: &std::sync::Mutex<DigestHasher>) -> std::sync::MutexGuard<'_, DigestHasher> {
     h.lock().unwrap_or_else(|e| e.into_inner())
@@ -513,6 +428,7 @@ fn unrecorded(id: UploadId, repo: &RepoName, at: i64) -> UploadRecord {
         repo: repo.clone(),
         offset: 0,
         hash_state: None,
+        progress: Vec::new(),
         created_at: at,
         updated_at: at,
     }
@@ -744,8 +660,12 @@ mod crash_tests {
             .await
             .unwrap();
         // What the crashed request had written, without its record.
+        let at = berth_store::UploadToken {
+            len: 4,
+            progress: Vec::new(),
+        };
         store
-            .append(&rec.id, 4, body(b"GARBAGE"), Durability::Durable)
+            .append(&rec.id, &at, body(b"GARBAGE"), Durability::Durable)
             .await
             .unwrap();
         let d = Digest::sha256(b"good");
@@ -762,6 +682,39 @@ mod crash_tests {
         assert_eq!(got, b"good");
     }
 
+    /// Two nodes (two registries on one database and one blob store) take turns on one
+    /// session: each continues from the record the other saved, hash state included, with
+    /// nothing kept in a process.
+    #[tokio::test]
+    async fn a_session_continues_on_another_node_from_its_record() {
+        let (_dir, store, a) = registry().await;
+        let b = Registry::open(store.clone(), a.meta.clone(), Options::default())
+            .await
+            .unwrap();
+        let repo: RepoName = "nodes".parse().unwrap();
+        let rec = a.start_upload(&repo).await.unwrap();
+        let at = a
+            .patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"first "))
+            .await
+            .unwrap();
+        assert_eq!(b.upload_status(&repo, &rec.id).await.unwrap().offset, 6);
+        b.patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"second "))
+            .await
+            .unwrap();
+        // A's view of the session is stale: its record moved on B.
+        assert_eq!(at.offset, 6);
+        a.patch_upload(&repo, &rec.id, ChunkInfo::default(), body(b"third"))
+            .await
+            .unwrap();
+        let d = Digest::sha256(b"first second third");
+        let n = b
+            .finish_upload(&repo, &rec.id, &d, ChunkInfo::default(), None)
+            .await
+            .unwrap();
+        assert_eq!(n, 18);
+        assert_eq!(a.blob_size(&repo, &d).await.unwrap(), 18);
+    }
+
     /// A crash between a finish's commit (which moves the session's bytes into the blob
     /// store) and its metadata write leaves a record whose bytes are gone: the session is
     /// unknown from then on, not a 500 at every attempt, and a new upload of the blob works.
@@ -775,7 +728,11 @@ mod crash_tests {
             .unwrap();
         let d = Digest::sha256(b"committed");
         // What the killed finish had done: the commit, not the metadata write.
-        store.commit(&rec.id, &d, 9).await.unwrap();
+        let at = berth_store::UploadToken {
+            len: 9,
+            progress: Vec::new(),
+        };
+        store.commit(&rec.id, &at, &d).await.unwrap();
         let unknown = |r: crate::Result<_>| matches!(r, Err(crate::Error::UploadUnknown));
         assert!(unknown(reg.upload_status(&repo, &rec.id).await.map(drop)));
         assert!(unknown(
@@ -792,257 +749,5 @@ mod crash_tests {
             .await
             .unwrap();
         assert_eq!(reg.blob_size(&repo, &d).await.unwrap(), 9);
-    }
-}
-
-/// Sessions on the filesystem store, which saves their progress with their bytes and lets
-/// their records be committed unsynced: what a crash can leave, and how the next request on
-/// the session recovers it.
-#[cfg(test)]
-mod saved_progress {
-    use super::ChunkInfo;
-    use crate::{Options, Registry};
-    use berth_meta::sqlite::SqliteMeta;
-    use berth_meta::{MetaStore, UploadState};
-    use berth_oci::range::ChunkRange;
-    use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
-    use berth_store::fs::FsStore;
-    use berth_store::BlobStore;
-    use bytes::Bytes;
-    use futures::StreamExt;
-    use std::os::unix::fs::FileExt;
-    use std::sync::Arc;
-
-    struct Setup {
-        _dir: tempfile::TempDir,
-        store: Arc<FsStore>,
-        meta: Arc<SqliteMeta>,
-        reg: Registry,
-        repo: RepoName,
-    }
-
-    async fn setup() -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = Arc::new(SqliteMeta::open(&dir.path().join("m.db")).await.unwrap());
-        let store = Arc::new(FsStore::open(dir.path().join("blobs")).unwrap());
-        assert!(store.keeps_progress(), "this filesystem keeps no progress");
-        let reg = Registry::open(store.clone(), meta.clone(), Options::default())
-            .await
-            .unwrap();
-        Setup {
-            _dir: dir,
-            store,
-            meta,
-            reg,
-            repo: "crash".parse().unwrap(),
-        }
-    }
-
-    fn body(b: &'static [u8]) -> berth_store::ByteStream<'static> {
-        futures::stream::once(async move { Ok(Bytes::from_static(b)) }).boxed()
-    }
-
-    fn check_of(bytes: &[u8]) -> Vec<u8> {
-        hex::decode(Digest::sha256(bytes).hex()).unwrap()
-    }
-
-    fn state_after(bytes: &[u8]) -> String {
-        let mut h = DigestHasher::new(Algorithm::Sha256);
-        h.update(bytes);
-        h.save()
-    }
-
-    impl Setup {
-        async fn patch(&self, id: &UploadId, at: u64, b: &'static [u8]) -> u64 {
-            self.patch_with(id, at, b.len() as u64, body(b))
-                .await
-                .unwrap()
-                .offset
-        }
-
-        /// A PATCH of `len` bytes at `at` with `Content-Range`, whatever its body does.
-        async fn patch_with(
-            &self,
-            id: &UploadId,
-            at: u64,
-            len: u64,
-            body: berth_store::ByteStream<'static>,
-        ) -> crate::Result<berth_meta::UploadRecord> {
-            let chunk = ChunkInfo {
-                range: Some(ChunkRange {
-                    start: at,
-                    end: at + len - 1,
-                }),
-                length: Some(len),
-            };
-            self.reg.patch_upload(&self.repo, id, chunk, body).await
-        }
-
-        /// Where the session stands, as a status request (`GET` on the upload) answers.
-        async fn status(&self, id: &UploadId) -> u64 {
-            self.reg.upload_status(&self.repo, id).await.unwrap().offset
-        }
-
-        async fn recorded(&self, id: &UploadId) -> u64 {
-            match self.meta.upload(id).await.unwrap() {
-                Some(UploadState::Open(rec)) => rec.offset,
-                other => panic!("no open record: {other:?}"),
-            }
-        }
-
-        /// What a crash can leave: the record back where an earlier PATCH put it (its later
-        /// advances were committed unsynced and lost).
-        async fn lose_advances(&self, id: &UploadId, back_to: &[u8]) {
-            let Some(UploadState::Open(rec)) = self.meta.upload(id).await.unwrap() else {
-                panic!("no open record");
-            };
-            let state = state_after(back_to);
-            assert!(self
-                .meta
-                .advance_upload(&rec, back_to.len() as u64, Some(&state), true)
-                .await
-                .unwrap());
-        }
-
-        async fn finish(&self, id: &UploadId, content: &[u8]) {
-            let d = Digest::sha256(content);
-            let n = self
-                .reg
-                .finish_upload(&self.repo, id, &d, ChunkInfo::default(), None)
-                .await
-                .unwrap();
-            assert_eq!(n, content.len() as u64);
-            let mut s = self.store.read_all(&d).await.unwrap();
-            let mut got = Vec::new();
-            while let Some(c) = s.next().await {
-                got.extend_from_slice(&c.unwrap());
-            }
-            assert_eq!(got, content);
-        }
-
-        /// A new process on the same data.
-        async fn restart(&mut self) {
-            // Records written in the same millisecond as the start would count as this
-            // process's own.
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            self.reg = Registry::open(self.store.clone(), self.meta.clone(), Options::default())
-                .await
-                .unwrap();
-        }
-
-        fn upload_file(&self, id: &UploadId) -> std::fs::File {
-            let id = id.as_str();
-            let path = self.store.root().join("uploads").join(&id[..2]).join(id);
-            std::fs::OpenOptions::new().write(true).open(path).unwrap()
-        }
-    }
-
-    /// The record of an acknowledged PATCH lost in a crash: the session answers where the
-    /// PATCH left it, and finishes with the right blob.
-    #[tokio::test]
-    async fn a_record_behind_the_saved_progress_catches_up() {
-        let mut s = setup().await;
-        let id = s.reg.start_upload(&s.repo).await.unwrap().id;
-        assert_eq!(s.patch(&id, 0, b"hello ").await, 6);
-        assert_eq!(s.patch(&id, 6, b"world").await, 11);
-        s.lose_advances(&id, b"hello ").await;
-        assert_eq!(s.recorded(&id).await, 6);
-        s.restart().await;
-
-        assert_eq!(s.status(&id).await, 11);
-        assert_eq!(s.recorded(&id).await, 11, "the record itself caught up");
-        s.finish(&id, b"hello world").await;
-    }
-
-    /// A crash during a PATCH's sync that kept what it saved and lost some of its bytes,
-    /// with the two PATCHes before it unrecorded: the session goes to where that PATCH
-    /// started (the bytes before it were synced before it began), and the client resends
-    /// the last chunk from there.
-    #[tokio::test]
-    async fn a_last_chunk_lost_under_its_progress_falls_back_to_where_it_started() {
-        let mut s = setup().await;
-        let id = s.reg.start_upload(&s.repo).await.unwrap().id;
-        s.patch(&id, 0, b"hello").await;
-        s.patch(&id, 5, b" world").await;
-        s.patch(&id, 11, b"!").await;
-        s.lose_advances(&id, b"hello").await;
-        s.upload_file(&id).write_all_at(b"?", 11).unwrap();
-        s.restart().await;
-
-        assert_eq!(s.status(&id).await, 11);
-        assert_eq!(s.recorded(&id).await, 11);
-        assert_eq!(s.patch(&id, 11, b"!").await, 12);
-        s.finish(&id, b"hello world!").await;
-    }
-
-    /// A crash between a truncation and its sync may leave saved progress past the file's
-    /// end: the record stands, and the session goes on from it.
-    #[tokio::test]
-    async fn progress_past_the_end_of_its_file_leaves_the_record() {
-        let mut s = setup().await;
-        let id = s.reg.start_upload(&s.repo).await.unwrap().id;
-        s.patch(&id, 0, b"hello").await;
-        s.patch(&id, 5, b" world").await;
-        s.patch(&id, 11, b"!").await;
-        s.lose_advances(&id, b"hello").await;
-        s.upload_file(&id).set_len(8).unwrap();
-        s.restart().await;
-
-        assert_eq!(s.status(&id).await, 5);
-        assert_eq!(s.patch(&id, 5, b" world!").await, 12);
-        s.finish(&id, b"hello world!").await;
-    }
-
-    /// An append that cuts into the bytes of a session (here after a finish with a wrong
-    /// digest left its last chunk behind) and then fails must not take the saved progress
-    /// of the PATCHes before it with it: their records may be lost in a crash.
-    #[tokio::test]
-    async fn a_cutting_append_keeps_the_progress_of_acknowledged_patches() {
-        let mut s = setup().await;
-        let id = s.reg.start_upload(&s.repo).await.unwrap().id;
-        s.patch(&id, 0, b"hello").await;
-        s.patch(&id, 5, b" world").await;
-        let wrong = Digest::sha256(b"something else");
-        assert!(s
-            .reg
-            .finish_upload(
-                &s.repo,
-                &id,
-                &wrong,
-                ChunkInfo::default(),
-                Some(body(b"XYZ"))
-            )
-            .await
-            .is_err());
-        let cut_short = futures::stream::iter([
-            Ok(Bytes::from_static(b"!")),
-            Err(std::io::Error::other("client went away")),
-        ])
-        .boxed();
-        assert!(s.patch_with(&id, 11, 2, cut_short).await.is_err());
-        s.lose_advances(&id, b"hello").await;
-        s.restart().await;
-
-        assert_eq!(s.status(&id).await, 11);
-        assert_eq!(s.patch(&id, 11, b"!").await, 12);
-        s.finish(&id, b"hello world!").await;
-    }
-
-    /// The first PATCH's record (which creates it) lost: the session is found in the store,
-    /// by the PATCH that continues it without asking for its status first.
-    #[tokio::test]
-    async fn a_session_whose_first_record_was_lost_continues() {
-        let mut s = setup().await;
-        let id = s.reg.start_upload(&s.repo).await.unwrap().id;
-        // What the first PATCH did before the crash took its record.
-        s.store
-            .append_saving(&id, 0, body(b"hello "), Box::new(|| check_of(b"hello ")))
-            .await
-            .unwrap();
-        assert_eq!(s.meta.upload(&id).await.unwrap(), None);
-        s.restart().await;
-
-        assert_eq!(s.patch(&id, 6, b"world").await, 11);
-        s.finish(&id, b"hello world").await;
     }
 }

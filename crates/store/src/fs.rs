@@ -14,20 +14,13 @@
 //! `blobs/` → fsync of the directory. A reader therefore sees no blob or a whole one, and a
 //! crash after the commit returns loses nothing.
 //!
-//! Progress: an upload file carries, in the extended attribute `user.berth.progress`, what
-//! its last [`BlobStore::append_saving`] saved: the length it started at, the length it
-//! reached and the caller's check of those bytes (version byte, two little-endian `u64`s,
-//! the check). It is set before the append's fsync, which makes it durable with the bytes:
-//! one device flush per PATCH, where a record in the database needs a second one. Kept under
-//! 57 bytes (a SHA-256 check), it lives inside ext4's 256-byte inode and costs no block of
-//! its own. An append that cuts into the bytes it counts first cuts it back, durably, to
-//! what stays true (see `cut_progress`); a failed append puts back the one it replaced.
-//! A filesystem without user extended attributes keeps no progress
-//! ([`BlobStore::keeps_progress`] is then `false`).
+//! An upload's token counts its bytes and carries no progress of its own: the file is the
+//! progress. An append or commit at a token shorter than the file (an append whose token the
+//! caller never saved) cuts the file back to it first.
 
 use crate::{
-    BlobEntry, BlobRead, BlobStore, ByteStream, CheckFn, Durability, LocalFile, ReadAs, Result,
-    SavedProgress, StoreError,
+    BlobEntry, BlobRead, BlobStore, ByteStream, Durability, LocalFile, ReadAs, Result, StoreError,
+    UploadToken,
 };
 use async_trait::async_trait;
 use berth_oci::{Algorithm, Digest, UploadId};
@@ -74,8 +67,6 @@ pub struct FsStore {
     /// a session whose process died between the two has its unsynced bytes beyond the
     /// recorded length, which the commit cuts off and then syncs.
     unsynced: Arc<Mutex<HashSet<UploadId>>>,
-    /// Whether the filesystem takes user extended attributes, where progress is saved.
-    progress_attr: bool,
 }
 
 /// A write buffer whose start is aligned for direct I/O. It is carved out of a plain `Vec`
@@ -330,19 +321,11 @@ impl FsStore {
         for dir in ["tmp", "uploads", "blobs/sha256", "blobs/sha512"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
-        let progress_attr = attrs_work(&root.join("uploads"));
-        if !progress_attr {
-            tracing::info!(
-                root = %root.display(),
-                "no user extended attributes here: upload progress is kept in the database"
-            );
-        }
         Ok(FsStore {
             root,
             buffers: Arc::default(),
             reads: Arc::new(tokio::sync::Semaphore::new(READ_BUFS)),
             unsynced: Arc::default(),
-            progress_attr,
         })
     }
 
@@ -398,144 +381,6 @@ fn readahead_hint(file: &File, start: u64, len: u64) {
     unsafe {
         libc::posix_fadvise(file.as_raw_fd(), start, len, libc::POSIX_FADV_WILLNEED);
     }
-}
-
-/// The extended attribute holding an upload's progress (see the module doc).
-const PROGRESS_ATTR: &std::ffi::CStr = c"user.berth.progress";
-/// Larger than any progress written (two lengths and a check of at most a SHA-512 digest).
-const PROGRESS_MAX: usize = 256;
-
-/// Whether `dir` takes a user extended attribute (set, then removed).
-fn attrs_work(dir: &Path) -> bool {
-    let probe: &std::ffi::CStr = c"user.berth.probe";
-    let Ok(d) = File::open(dir) else {
-        return false;
-    };
-    let worked = set_attr(&d, probe, b"1").is_ok();
-    // SAFETY: the name is a valid C string; the descriptor is open for the call.
-    unsafe { libc::fremovexattr(std::os::fd::AsRawFd::as_raw_fd(&d), probe.as_ptr()) };
-    worked
-}
-
-fn set_attr(file: &File, name: &std::ffi::CStr, value: &[u8]) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: name and value are valid for the lengths given; the descriptor is open.
-    let r = unsafe {
-        libc::fsetxattr(
-            file.as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// An upload file's saved progress, `None` when it has none.
-fn read_progress(file: &File) -> io::Result<Option<Vec<u8>>> {
-    use std::os::fd::AsRawFd;
-    let mut buf = vec![0u8; PROGRESS_MAX];
-    // SAFETY: the buffer is valid for its length; the descriptor is open for the call.
-    let n = unsafe {
-        libc::fgetxattr(
-            file.as_raw_fd(),
-            PROGRESS_ATTR.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENODATA) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    buf.truncate(n as usize);
-    Ok(Some(buf))
-}
-
-/// Before an append at `offset` replaces the bytes past it: saved progress that counts any
-/// of them is cut back to what stays true, durably, before any byte is replaced (rare: only
-/// after a failure or a crash). It may be the only durable word of an acknowledged PATCH
-/// (whose record was committed unsynced), so it is never simply dropped: what it vouches for
-/// shrinks to `from` (at most `offset`), with no check, which a recovery takes as is.
-fn cut_progress(file: &File, offset: u64) -> io::Result<()> {
-    let Some(p) = read_progress(file)?.as_deref().and_then(decode_progress) else {
-        return Ok(());
-    };
-    if p.len <= offset {
-        return Ok(());
-    }
-    let from = p.from.min(offset);
-    let cut = SavedProgress {
-        from,
-        len: from,
-        check: Vec::new(),
-    };
-    set_attr(file, PROGRESS_ATTR, &encode_progress(&cut))?;
-    file.sync_all()
-}
-
-/// Saves `progress` and syncs the file with it. If that fails, the progress it replaced is
-/// put back: true and durable (its append synced), and perhaps the only durable word of an
-/// acknowledged PATCH whose record was committed unsynced.
-fn save_progress(file: &File, progress: &[u8]) -> io::Result<()> {
-    let old = read_progress(file)?;
-    let saved = set_attr(file, PROGRESS_ATTR, progress).and_then(|()| file.sync_all());
-    if saved.is_err() {
-        let _ = match &old {
-            Some(v) => set_attr(file, PROGRESS_ATTR, v),
-            None => clear_progress(file),
-        };
-    }
-    saved
-}
-
-/// Drops an upload file's saved progress (absent is fine).
-fn clear_progress(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the name is a valid C string; the descriptor is open for the call.
-    let r = unsafe { libc::fremovexattr(file.as_raw_fd(), PROGRESS_ATTR.as_ptr()) };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ENODATA) {
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-const PROGRESS_VERSION: u8 = 1;
-
-fn encode_progress(p: &SavedProgress) -> Vec<u8> {
-    let mut v = Vec::with_capacity(17 + p.check.len());
-    v.push(PROGRESS_VERSION);
-    v.extend_from_slice(&p.from.to_le_bytes());
-    v.extend_from_slice(&p.len.to_le_bytes());
-    v.extend_from_slice(&p.check);
-    v
-}
-
-/// The saved progress; `None` when damaged or of another version (then the upload simply
-/// has none).
-fn decode_progress(v: &[u8]) -> Option<SavedProgress> {
-    let (&version, rest) = v.split_first()?;
-    if version != PROGRESS_VERSION || rest.len() < 16 {
-        return None;
-    }
-    let (from, rest) = rest.split_at(8);
-    let (len, check) = rest.split_at(8);
-    let p = SavedProgress {
-        from: u64::from_le_bytes(from.try_into().ok()?),
-        len: u64::from_le_bytes(len.try_into().ok()?),
-        check: check.to_vec(),
-    };
-    (p.from <= p.len).then_some(p)
 }
 
 /// fsync of a directory, so that a rename or create inside it survives a crash.
@@ -827,66 +672,58 @@ impl BlobStore for FsStore {
     async fn append(
         &self,
         id: &UploadId,
-        offset: u64,
+        at: &UploadToken,
         body: ByteStream<'_>,
         durability: Durability,
-    ) -> Result<u64> {
-        self.write_upload(id, offset, body, durability, None).await
+    ) -> Result<UploadToken> {
+        if durability == Durability::UntilCommit {
+            // Before the first byte: a failure part-way may leave bytes behind unsynced.
+            self.unsynced_set().insert(id.clone());
+        }
+        let offset = at.len;
+        let writer = self.open_upload(id, offset).await?;
+        let (w, end, failure) = self.stream_into(writer, offset, body).await;
+        let w = w.ok_or_else(writer_lost)?;
+        let len = blocking(move || settle_append(w, offset, end, failure, durability)).await??;
+        Ok(UploadToken {
+            len,
+            progress: Vec::new(),
+        })
     }
 
-    fn keeps_progress(&self) -> bool {
-        self.progress_attr
+    async fn holds(&self, id: &UploadId, at: &UploadToken) -> Result<bool> {
+        if at.len == 0 {
+            return Ok(true);
+        }
+        match tokio::fs::metadata(self.upload_path(id)).await {
+            Ok(m) if m.len() < at.len => Err(StoreError::Offset {
+                expected: at.len,
+                actual: m.len(),
+            }),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    async fn append_saving(
+    async fn read_upload(
         &self,
         id: &UploadId,
-        offset: u64,
-        body: ByteStream<'_>,
-        check: CheckFn<'_>,
-    ) -> Result<u64> {
-        let check = self.progress_attr.then_some(check);
-        self.write_upload(id, offset, body, Durability::Durable, check)
-            .await
-    }
-
-    async fn progress(&self, id: &UploadId) -> Result<Option<SavedProgress>> {
-        if !self.progress_attr {
-            return Ok(None);
+        at: &UploadToken,
+    ) -> Result<Option<ByteStream<'static>>> {
+        if at.len == 0 {
+            return Ok(Some(futures::stream::empty().boxed()));
         }
-        let path = self.upload_path(id);
-        blocking(move || {
-            let f = File::open(&path)?;
-            Ok(read_progress(&f)?.as_deref().and_then(decode_progress))
-        })
-        .await
-        .map_err(not_found)
+        let range = Some((0, at.len - 1));
+        let stream = open_range(self.upload_path(id), range, Arc::clone(&self.reads)).await?;
+        Ok(Some(stream))
     }
 
-    async fn upload_len(&self, id: &UploadId) -> Result<u64> {
-        Ok(tokio::fs::metadata(self.upload_path(id))
-            .await
-            .map_err(not_found)?
-            .len())
-    }
-
-    async fn read_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<ByteStream<'static>> {
-        if to <= from {
-            return Ok(futures::stream::empty().boxed());
-        }
-        open_range(
-            self.upload_path(id),
-            Some((from, to - 1)),
-            Arc::clone(&self.reads),
-        )
-        .await
-    }
-
-    async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64> {
+    async fn commit(&self, id: &UploadId, at: &UploadToken, digest: &Digest) -> Result<u64> {
         let from = self.upload_path(id);
         let to = self.blob_path(digest);
         let unsynced = self.unsynced_set().contains(id);
-        let progress_attr = self.progress_attr;
+        let len = at.len;
         let committed = blocking(move || {
             let f = OpenOptions::new().write(true).open(&from)?;
             let actual = f.metadata()?.len();
@@ -898,11 +735,6 @@ impl BlobStore for FsStore {
             }
             if actual > len {
                 f.set_len(len)?;
-            }
-            if progress_attr {
-                // A blob needs no progress. Not synced: one left by a crash costs nothing but
-                // its bytes in the inode.
-                clear_progress(&f)?;
             }
             // The data (and a cut length) before the name.
             if unsynced || actual > len {
@@ -920,7 +752,7 @@ impl BlobStore for FsStore {
         committed
     }
 
-    async fn abort(&self, id: &UploadId) -> Result<()> {
+    async fn abort(&self, id: &UploadId, _: Option<&UploadToken>) -> Result<()> {
         self.unsynced_set().remove(id);
         match tokio::fs::remove_file(self.upload_path(id)).await {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e.into()),
@@ -930,23 +762,11 @@ impl BlobStore for FsStore {
 }
 
 impl FsStore {
-    /// An append; with `check` (a durable one on a filesystem that keeps progress), its
-    /// progress is saved with the bytes.
-    async fn write_upload(
-        &self,
-        id: &UploadId,
-        offset: u64,
-        mut body: ByteStream<'_>,
-        durability: Durability,
-        check: Option<CheckFn<'_>>,
-    ) -> Result<u64> {
+    /// The upload file opened to append at `offset`: created when the upload holds nothing
+    /// yet, cut back to `offset` when an append whose token was never saved ran past it.
+    async fn open_upload(&self, id: &UploadId, offset: u64) -> Result<Writer> {
         let path = self.upload_path(id);
-        let progress_attr = self.progress_attr;
-        if durability == Durability::UntilCommit {
-            // Before the first byte: a failure part-way may leave bytes behind unsynced.
-            self.unsynced_set().insert(id.clone());
-        }
-        let opened = blocking(move || {
+        blocking(move || {
             let plain = match OpenOptions::new().write(true).open(&path) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => {
                     create_upload_file(&path)?
@@ -962,9 +782,6 @@ impl FsStore {
             }
             if actual > offset {
                 plain.set_len(offset)?;
-                if progress_attr {
-                    cut_progress(&plain, offset)?;
-                }
             }
             Ok(Ok(Writer {
                 path,
@@ -973,11 +790,20 @@ impl FsStore {
             }))
         })
         .await
-        .map_err(not_found)??;
+        .map_err(not_found)?
+    }
 
+    /// Streams `body` into the upload from `offset`. Returns the writer (for the sync or the
+    /// rollback), where the bytes written end, and the first failure, if any.
+    async fn stream_into(
+        &self,
+        writer: Writer,
+        offset: u64,
+        mut body: ByteStream<'_>,
+    ) -> (Option<Writer>, u64, Option<StoreError>) {
         let mut app = Appender {
             pool: Arc::clone(&self.buffers),
-            writer: Some(opened),
+            writer: Some(writer),
             in_flight: None,
             cur: None,
             pos: offset,
@@ -1000,48 +826,40 @@ impl FsStore {
         if let Err(e) = last {
             failure.get_or_insert(StoreError::from(e));
         }
-        let w = w.ok_or_else(writer_lost)?;
-        let saved = match (&failure, check) {
-            (None, Some(check)) => Some(encode_progress(&SavedProgress {
-                from: offset,
-                len: pos,
-                check: check(),
-            })),
-            _ => None,
-        };
-
-        // All or nothing: a failed append is cut back to where it started. The data fsync
-        // covers both descriptors: it flushes the inode, whatever path its bytes took; a full
-        // fsync when progress was saved, which is inode metadata.
-        blocking(move || match failure {
-            None if durability == Durability::UntilCommit => Ok(Ok(pos)),
-            None => {
-                let synced = match &saved {
-                    Some(v) => save_progress(&w.plain, v),
-                    None => w.plain.sync_data(),
-                };
-                if let Err(e) = synced {
-                    // Nothing of this append may be counted on.
-                    let _ = w.plain.set_len(offset);
-                    let _ = w.plain.sync_all();
-                    return Err(e);
-                }
-                if offset == 0 {
-                    // The file's name, created just now.
-                    if let Some(dir) = w.path.parent() {
-                        sync_dir(dir)?;
-                    }
-                }
-                Ok(Ok(pos))
-            }
-            Some(e) => {
-                w.plain.set_len(offset)?;
-                w.plain.sync_data()?;
-                Ok(Err(e))
-            }
-        })
-        .await?
+        (w, pos, failure)
     }
+}
+
+/// Ends an append that started at `offset` and wrote up to `pos`: all or nothing, so a failed
+/// one is cut back to where it started; a durable one is synced (the data sync flushes the
+/// inode, whichever descriptor its bytes took), with the file's name when it was created.
+fn settle_append(
+    w: Writer,
+    offset: u64,
+    pos: u64,
+    failure: Option<StoreError>,
+    durability: Durability,
+) -> io::Result<Result<u64>> {
+    if let Some(e) = failure {
+        w.plain.set_len(offset)?;
+        w.plain.sync_data()?;
+        return Ok(Err(e));
+    }
+    if durability == Durability::UntilCommit {
+        return Ok(Ok(pos));
+    }
+    if let Err(e) = w.plain.sync_data() {
+        // Nothing of this append may be counted on.
+        let _ = w.plain.set_len(offset);
+        let _ = w.plain.sync_data();
+        return Err(e);
+    }
+    if offset == 0 {
+        if let Some(dir) = w.path.parent() {
+            sync_dir(dir)?;
+        }
+    }
+    Ok(Ok(pos))
 }
 
 /// A unique temporary file name (process id, time, counter): no randomness needed.
@@ -1061,68 +879,25 @@ fn uuid_like() -> String {
 
 #[cfg(test)]
 mod tests {
-    #[tokio::test]
-    async fn fs_store_keeps_the_contract() {
+    use crate::{BlobStore, Durability, UploadToken};
+    use berth_oci::{Digest, UploadId};
+    use futures::StreamExt;
+
+    fn open() -> (super::FsStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let store = super::FsStore::open(dir.path()).unwrap();
-        // Else the progress half of the contract would be skipped: Linux filesystems take
-        // user extended attributes (tmpfs since 6.6).
-        assert!(
-            crate::BlobStore::keeps_progress(&store),
-            "no user extended attributes in {}",
-            dir.path().display()
-        );
-        crate::testsuite::run(&store).await;
+        (super::FsStore::open(dir.path()).unwrap(), dir)
     }
 
-    /// A committed blob carries no saved progress (it would cost a block of its own).
-    #[tokio::test]
-    async fn a_committed_blob_keeps_no_progress() {
-        use crate::BlobStore;
-        use berth_oci::{Digest, UploadId};
-        use futures::StreamExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = super::FsStore::open(dir.path()).unwrap();
-        let id: UploadId = "to-commit".parse().unwrap();
-        let data = futures::stream::iter([Ok(bytes::Bytes::from_static(b"abc"))]).boxed();
-        store
-            .append_saving(&id, 0, data, Box::new(|| b"c3".to_vec()))
-            .await
-            .unwrap();
-        let digest = Digest::sha256(b"abc");
-        store.commit(&id, &digest, 3).await.unwrap();
-        let blob = std::fs::File::open(store.blob_path(&digest)).unwrap();
-        assert_eq!(super::read_progress(&blob).unwrap(), None);
-    }
-
-    #[test]
-    fn saved_progress_reads_back_and_damage_reads_as_none() {
-        use super::{decode_progress, encode_progress};
-        use crate::SavedProgress;
-        let p = SavedProgress {
-            from: 5 << 20,
-            len: 10 << 20,
-            check: vec![0xab; 32],
-        };
-        let v = encode_progress(&p);
-        // Inside a 256-byte ext4 inode: no block of its own.
-        assert!(v.len() <= 56, "{} bytes", v.len());
-        assert_eq!(decode_progress(&v), Some(p));
-        let mut other_version = v.clone();
-        other_version[0] = 2;
-        let mut backwards = v.clone();
-        backwards[1..9].copy_from_slice(&(11u64 << 20).to_le_bytes());
-        for bad in [&[][..], &v[..16], &other_version, &backwards] {
-            assert_eq!(decode_progress(bad), None, "{bad:?}");
-        }
+    /// The contract, one test per promise, each on a new directory.
+    mod contract {
+        crate::store_contract_tests!(async { super::open() });
     }
 
     /// With every write buffer lent and every read permit taken (many concurrent clients),
     /// appends go chunk by chunk and reads in small chunks, and the contract still holds.
     #[tokio::test]
-    async fn fs_store_keeps_the_contract_with_its_memory_budget_spent() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = super::FsStore::open(dir.path()).unwrap();
+    async fn the_contract_holds_with_the_memory_budget_spent() {
+        let (store, _dir) = open();
         let lent: Vec<_> = (0..super::WRITE_BUFFERS)
             .map(|_| store.buffers.try_take().expect("a buffer"))
             .collect();
@@ -1130,8 +905,13 @@ mod tests {
         let reads = std::sync::Arc::clone(&store.reads)
             .try_acquire_many_owned(super::READ_BUFS as u32)
             .unwrap();
-        crate::testsuite::run(&store).await;
-        drop((lent, reads));
+        use crate::testsuite as t;
+        t::large_bodies_arrive_byte_for_byte_in_frames_of_any_size(&store).await;
+        t::append_ignores_bytes_past_its_token(&store).await;
+        t::a_failed_append_leaves_the_upload_at_its_token(&store).await;
+        drop(reads);
+        t::read_answers_whole_blobs_and_ranges_as_stream_or_file(&store).await;
+        drop(lent);
         assert!(store.buffers.try_take().is_some(), "lent buffers come back");
     }
 
@@ -1139,28 +919,25 @@ mod tests {
     /// commit, and the mark goes with the commit or the abort.
     #[tokio::test]
     async fn only_appends_until_commit_leave_a_sync_to_the_commit() {
-        use crate::{BlobStore, Durability};
-        use berth_oci::{Digest, UploadId};
-        use futures::StreamExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = super::FsStore::open(dir.path()).unwrap();
+        let (store, _dir) = open();
         let body =
             |b: &'static [u8]| futures::stream::iter([Ok(bytes::Bytes::from_static(b))]).boxed();
         let marked = |id: &UploadId| store.unsynced_set().contains(id);
+        let empty = UploadToken::default();
 
         let (a, b): (UploadId, UploadId) =
             ("durable".parse().unwrap(), "deferred".parse().unwrap());
-        store
-            .append(&a, 0, body(b"abc"), Durability::Durable)
+        let at_a = store
+            .append(&a, &empty, body(b"abc"), Durability::Durable)
             .await
             .unwrap();
         assert!(!marked(&a), "a durable append syncs its own bytes");
-        store
-            .append(&b, 0, body(b"abc"), Durability::Durable)
+        let at_b = store
+            .append(&b, &empty, body(b"abc"), Durability::Durable)
             .await
             .unwrap();
-        store
-            .append(&b, 3, body(b"def"), Durability::UntilCommit)
+        let at_b = store
+            .append(&b, &at_b, body(b"def"), Durability::UntilCommit)
             .await
             .unwrap();
         assert!(
@@ -1168,23 +945,22 @@ mod tests {
             "an append until commit leaves its bytes to the commit"
         );
 
-        store.commit(&a, &Digest::sha256(b"abc"), 3).await.unwrap();
         store
-            .commit(&b, &Digest::sha256(b"abcdef"), 6)
+            .commit(&a, &at_a, &Digest::sha256(b"abc"))
+            .await
+            .unwrap();
+        store
+            .commit(&b, &at_b, &Digest::sha256(b"abcdef"))
             .await
             .unwrap();
         assert!(!marked(&b), "the commit takes the mark away");
-        assert_eq!(
-            store.stat(&Digest::sha256(b"abcdef")).await.unwrap(),
-            Some(6)
-        );
 
         let c: UploadId = "aborted".parse().unwrap();
         store
-            .append(&c, 0, body(b"x"), Durability::UntilCommit)
+            .append(&c, &empty, body(b"x"), Durability::UntilCommit)
             .await
             .unwrap();
-        store.abort(&c).await.unwrap();
+        store.abort(&c, None).await.unwrap();
         assert!(!marked(&c), "so does an abort");
     }
 }

@@ -98,20 +98,17 @@ pub struct BlobEntry {
     pub modified: SystemTime,
 }
 
-/// What a [`BlobStore::append_saving`] saved with its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SavedProgress {
-    /// The length the append started at: the bytes before it were durable before it began.
-    pub from: u64,
-    /// The length it reached.
+/// Where an upload stands in its backend: what [`BlobStore::append`] returns and the caller
+/// saves in the session record, so that any process continues the session from it without
+/// reading its bytes back. The default is an empty upload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadToken {
+    /// Bytes the upload holds.
     pub len: u64,
-    /// The caller's check of the first `len` bytes. A crash during the append may have kept
-    /// what it saved and lost some of its bytes: the check tells.
-    pub check: Vec<u8>,
+    /// The backend's own progress (a part list, say), opaque to the caller; empty for a
+    /// backend whose uploads need none.
+    pub progress: Vec<u8>,
 }
-
-/// The check an [`BlobStore::append_saving`] saves, asked for once the body has ended.
-pub type CheckFn<'a> = Box<dyn FnOnce() -> Vec<u8> + Send + 'a>;
 
 /// What an append promises about its bytes if the machine crashes right after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,69 +171,51 @@ pub trait BlobStore: Send + Sync + 'static {
         Ok(0)
     }
 
-    /// Appends `body` at `offset`, which must not exceed the bytes the upload holds (bytes past
-    /// `offset`, left by an append whose caller never recorded it, are discarded first; fewer
-    /// bytes than `offset` is `Offset`). All or nothing: on any error the upload is left
-    /// holding `offset` bytes. With [`Durability::Durable`] the bytes are durable when it
+    /// Appends `body` to the upload standing at `at`: the token the last append returned, as
+    /// the session record saved it, or the default for a session that holds nothing. The
+    /// record is the truth: whatever the backend holds past `at` (from an append whose token
+    /// was never saved) is not part of the upload. All or nothing: on any error the upload
+    /// still stands at `at`. With [`Durability::Durable`] the bytes are durable when it
     /// returns; with [`Durability::UntilCommit`] they need only reach [`BlobStore::commit`],
-    /// which makes them durable. Returns the new length. An append at offset 0 creates the
-    /// upload's scratch space (there is no separate step: a session costs nothing until it
-    /// holds bytes); at a larger offset a missing upload is `NotFound`.
+    /// which makes them durable. Returns where the upload now stands. An append to an empty
+    /// upload creates its scratch space (there is no separate step: a session costs nothing
+    /// until it holds bytes); an upload holding fewer bytes than `at` counts is `Offset`, and
+    /// one that is gone (committed or aborted) is `NotFound`.
     async fn append(
         &self,
         id: &UploadId,
-        offset: u64,
+        at: &UploadToken,
         body: ByteStream<'_>,
         durability: Durability,
-    ) -> Result<u64>;
+    ) -> Result<UploadToken>;
 
-    /// Whether [`BlobStore::append_saving`] saves progress with the bytes (then
-    /// [`BlobStore::progress`] reads it back); `false` (the default) when it is a plain durable
-    /// append and the caller must keep the progress durably itself.
-    fn keeps_progress(&self) -> bool {
-        false
-    }
+    /// Whether the upload still holds what `at` counts: `false` once it was committed or
+    /// aborted. An empty token is always held: the next append starts the upload afresh.
+    /// An upload holding fewer bytes than `at` counts is `Offset`: it lost acknowledged bytes.
+    async fn holds(&self, id: &UploadId, at: &UploadToken) -> Result<bool>;
 
-    /// A [`Durability::Durable`] append that also saves, with the same sync, where it started,
-    /// where it ended and `check()` (called once, after the body has ended; small: a few
-    /// dozen bytes). When it returns, the bytes and what was saved are durable. The default
-    /// is a durable append that saves nothing.
-    async fn append_saving(
+    /// The bytes of the upload standing at `at`, to hash them again (when a session is
+    /// finished with another algorithm than its appends were hashed with); `None` from a
+    /// backend that cannot read an upload before its commit, whose caller then refuses such
+    /// a finish. `NotFound` when the upload is gone.
+    async fn read_upload(
         &self,
         id: &UploadId,
-        offset: u64,
-        body: ByteStream<'_>,
-        check: CheckFn<'_>,
-    ) -> Result<u64> {
-        drop(check);
-        self.append(id, offset, body, Durability::Durable).await
-    }
-
-    /// What the last [`BlobStore::append_saving`] of an upload saved. A later append that
-    /// replaced bytes it counts cut it back first: `from` at most that append's offset, `len`
-    /// equal to `from`, and an empty check. A failed `append_saving` leaves what was saved
-    /// before it. `None` when nothing is saved, and always for a backend that keeps no
-    /// progress. `NotFound` when the upload is absent.
-    async fn progress(&self, id: &UploadId) -> Result<Option<SavedProgress>> {
-        let _ = id;
+        at: &UploadToken,
+    ) -> Result<Option<ByteStream<'static>>> {
+        let _ = (id, at);
         Ok(None)
     }
 
-    /// Bytes an upload holds, or `NotFound`.
-    async fn upload_len(&self, id: &UploadId) -> Result<u64>;
+    /// Makes the upload standing at `at` readable under `digest`, which the caller has
+    /// verified over exactly those bytes, without sending them through this process again;
+    /// bytes past `at` never become part of the blob, and an upload holding fewer is
+    /// `Offset`. Removes the scratch space. A blob already there is replaced by these bytes
+    /// (the same content), so they are stored anew after any collection's mark. The blob is
+    /// durable, and never visible partially, when it returns. Returns its size.
+    async fn commit(&self, id: &UploadId, at: &UploadToken, digest: &Digest) -> Result<u64>;
 
-    /// Streams the bytes `from..to` an upload holds (to re-hash them when a saved hash state
-    /// is unusable or to be checked).
-    async fn read_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<ByteStream<'static>>;
-
-    /// Makes the first `len` bytes of the upload readable under `digest`, which the caller has
-    /// verified over exactly those bytes; bytes past `len` (left by an append whose caller
-    /// never recorded it) are cut off first, fewer than `len` is `Offset`. Removes the scratch
-    /// space. A blob already there is replaced by these bytes (the same content), so they
-    /// are stored anew after any collection's mark. The blob is durable, and never visible
-    /// partially, when it returns. Returns its size.
-    async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64>;
-
-    /// Removes an upload's scratch space; an absent upload is not an error.
-    async fn abort(&self, id: &UploadId) -> Result<()>;
+    /// Removes an upload's scratch space, standing at `at` when the session record says so
+    /// (a backend may need its progress to find it); an absent upload is not an error.
+    async fn abort(&self, id: &UploadId, at: Option<&UploadToken>) -> Result<()>;
 }

@@ -1,7 +1,9 @@
 //! An in-process blob store: the same contract as the filesystem store, for domain tests
 //! that want no disk.
 
-use crate::{BlobEntry, BlobRead, BlobStore, ByteStream, Durability, ReadAs, Result, StoreError};
+use crate::{
+    BlobEntry, BlobRead, BlobStore, ByteStream, Durability, ReadAs, Result, StoreError, UploadToken,
+};
 use async_trait::async_trait;
 use berth_oci::{Digest, UploadId};
 use bytes::Bytes;
@@ -89,76 +91,80 @@ impl BlobStore for MemoryStore {
     async fn append(
         &self,
         id: &UploadId,
-        offset: u64,
+        at: &UploadToken,
         mut body: ByteStream<'_>,
         _: Durability,
-    ) -> Result<u64> {
-        let actual = match self.upload_len(id).await {
-            Err(StoreError::NotFound) if offset == 0 => 0,
-            other => other?,
-        };
-        if actual < offset {
-            return Err(StoreError::Offset {
-                expected: offset,
-                actual,
-            });
-        }
+    ) -> Result<UploadToken> {
+        self.held(id, at)?;
         let mut data = Vec::new();
         while let Some(chunk) = body.next().await {
             data.extend_from_slice(&chunk.map_err(StoreError::Body)?);
         }
         let mut uploads = lock(&self.uploads);
-        let (up, at) = uploads
+        let (up, when) = uploads
             .entry(id.clone())
             .or_insert_with(|| (Vec::new(), SystemTime::now()));
-        up.truncate(offset as usize);
+        up.truncate(at.len as usize);
         up.extend_from_slice(&data);
-        *at = SystemTime::now();
-        Ok(up.len() as u64)
+        *when = SystemTime::now();
+        Ok(UploadToken {
+            len: up.len() as u64,
+            progress: Vec::new(),
+        })
     }
 
-    async fn upload_len(&self, id: &UploadId) -> Result<u64> {
-        lock(&self.uploads)
-            .get(id)
-            .map(|(u, _)| u.len() as u64)
-            .ok_or(StoreError::NotFound)
-    }
-
-    async fn read_upload(&self, id: &UploadId, from: u64, to: u64) -> Result<ByteStream<'static>> {
-        let (up, _) = lock(&self.uploads)
-            .get(id)
-            .cloned()
-            .ok_or(StoreError::NotFound)?;
-        let len = up.len();
-        let (from, to) = ((from as usize).min(len), (to as usize).min(len));
-        Ok(once(Bytes::from(up).slice(from..to.max(from))))
-    }
-
-    async fn commit(&self, id: &UploadId, digest: &Digest, len: u64) -> Result<u64> {
-        let (mut up, at) = lock(&self.uploads).remove(id).ok_or(StoreError::NotFound)?;
-        if (up.len() as u64) < len {
-            let actual = up.len() as u64;
-            lock(&self.uploads).insert(id.clone(), (up, at));
-            return Err(StoreError::Offset {
-                expected: len,
-                actual,
-            });
+    async fn holds(&self, id: &UploadId, at: &UploadToken) -> Result<bool> {
+        match self.held(id, at) {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
         }
-        up.truncate(len as usize);
-        lock(&self.blobs).insert(digest.clone(), (Bytes::from(up), SystemTime::now()));
-        Ok(len)
     }
 
-    async fn abort(&self, id: &UploadId) -> Result<()> {
+    async fn read_upload(
+        &self,
+        id: &UploadId,
+        at: &UploadToken,
+    ) -> Result<Option<ByteStream<'static>>> {
+        let mut up = self.held(id, at)?;
+        up.truncate(at.len as usize);
+        Ok(Some(once(Bytes::from(up))))
+    }
+
+    async fn commit(&self, id: &UploadId, at: &UploadToken, digest: &Digest) -> Result<u64> {
+        let mut up = self.held(id, at)?;
+        lock(&self.uploads).remove(id);
+        up.truncate(at.len as usize);
+        lock(&self.blobs).insert(digest.clone(), (Bytes::from(up), SystemTime::now()));
+        Ok(at.len)
+    }
+
+    async fn abort(&self, id: &UploadId, _: Option<&UploadToken>) -> Result<()> {
         lock(&self.uploads).remove(id);
         Ok(())
     }
 }
 
+impl MemoryStore {
+    /// A copy of what the upload standing at `at` holds (empty when it holds nothing yet),
+    /// or why it cannot stand there.
+    fn held(&self, id: &UploadId, at: &UploadToken) -> Result<Vec<u8>> {
+        match lock(&self.uploads).get(id) {
+            None if at.len == 0 => Ok(Vec::new()),
+            None => Err(StoreError::NotFound),
+            Some((up, _)) if (up.len() as u64) < at.len => Err(StoreError::Offset {
+                expected: at.len,
+                actual: up.len() as u64,
+            }),
+            Some((up, _)) => Ok(up.clone()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    #[tokio::test]
-    async fn memory_store_keeps_the_contract() {
-        crate::testsuite::run(&super::MemoryStore::new()).await;
+    /// The contract, one test per promise, each on a new store.
+    mod contract {
+        crate::store_contract_tests!(async { (super::super::MemoryStore::new(), ()) });
     }
 }

@@ -1,13 +1,31 @@
-//! The contract every [`BlobStore`] backend passes: one check per sentence of the trait's
-//! method docs. Backends call [`run`] from their own tests.
+//! The contract every [`BlobStore`] backend passes: one test per promise of the trait's
+//! method docs, named after it. A backend runs them all with [`store_contract_tests!`], given
+//! an async expression that opens a fresh store (and a guard that keeps it alive).
 
 use crate::Durability::{Durable, UntilCommit};
-use crate::{BlobRead, BlobStore, ByteStream, ReadAs, SavedProgress, StoreError};
+use crate::{BlobRead, BlobStore, ByteStream, ReadAs, StoreError, UploadToken};
 use berth_oci::{Digest, UploadId};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use std::io;
 use std::time::{Duration, SystemTime};
+
+/// One `#[tokio::test]` per promise, each on a store that `$open` makes afresh.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($open:expr) => {
+        $crate::store_contract_tests!(@each $open; stat_sees_committed_blobs_only, read_answers_whole_blobs_and_ranges_as_stream_or_file, read_of_an_absent_blob_is_not_found, put_stores_and_stores_anew, delete_is_idempotent, list_shows_committed_blobs_with_sizes_and_times, uploads_lists_scratch_spaces_with_when_they_grew, purge_temporary_leaves_what_is_newer, append_grows_an_upload_from_its_token, append_ignores_bytes_past_its_token, a_failed_append_leaves_the_upload_at_its_token, append_refuses_a_token_the_upload_cannot_stand_at, large_bodies_arrive_byte_for_byte_in_frames_of_any_size, holds_until_commit_or_abort, read_upload_answers_what_the_token_counts, commit_makes_the_upload_a_blob_and_removes_it, commit_takes_exactly_what_the_token_counts, commit_stores_an_existing_blob_anew, abort_is_idempotent_and_an_empty_token_starts_again);
+    };
+    (@each $open:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard) = $open.await;
+                $crate::testsuite::$name(&store).await;
+            }
+        )*
+    };
+}
 
 fn body(parts: &[&'static [u8]]) -> ByteStream<'static> {
     let v: Vec<io::Result<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
@@ -20,6 +38,14 @@ fn failing(prefix: &'static [u8]) -> ByteStream<'static> {
         Err(io::Error::other("client went away")),
     ];
     futures::stream::iter(v).boxed()
+}
+
+fn upload(name: &str) -> UploadId {
+    name.parse().expect("id")
+}
+
+fn empty() -> UploadToken {
+    UploadToken::default()
 }
 
 /// The bytes of a blob (or a range of it), read as `read_as` allows: a stream is collected,
@@ -54,204 +80,116 @@ async fn collect(s: ByteStream<'_>) -> Vec<u8> {
     out
 }
 
-fn saved(from: u64, len: u64, check: &[u8]) -> Option<SavedProgress> {
-    Some(SavedProgress {
-        from,
-        len,
-        check: check.to_vec(),
-    })
+/// Appends `parts` durably at `at`, which must succeed.
+async fn grow(
+    store: &dyn BlobStore,
+    id: &UploadId,
+    at: &UploadToken,
+    parts: &[&'static [u8]],
+) -> UploadToken {
+    store
+        .append(id, at, body(parts), Durable)
+        .await
+        .expect("append")
 }
 
-/// An upload's saved progress, which must be readable.
-async fn progress_of(store: &dyn BlobStore, id: &UploadId) -> Option<SavedProgress> {
-    store.progress(id).await.expect("progress")
+/// What the upload standing at `at` holds, learned the way every backend allows: committed
+/// under the digest of `expected`, read back whole, and deleted again.
+async fn committed_content(
+    store: &dyn BlobStore,
+    id: &UploadId,
+    at: &UploadToken,
+    expected: &[u8],
+) -> Vec<u8> {
+    let digest = Digest::sha256(expected);
+    assert_eq!(store.commit(id, at, &digest).await.expect("commit"), at.len);
+    let content = read(store, &digest, None, ReadAs::Stream).await;
+    store.delete(&digest).await.expect("delete");
+    content
 }
 
-/// The progress promises of `append_saving` and `progress`.
-async fn saving(store: &dyn BlobStore) {
-    let id: UploadId = "contract-progress".parse().expect("id");
-    let check = |c: &'static [u8]| -> crate::CheckFn<'static> { Box::new(move || c.to_vec()) };
-    // A durable append in any case.
-    assert_eq!(
-        store
-            .append_saving(&id, 0, body(&[b"hello "]), check(b"c6"))
-            .await
-            .expect("append_saving"),
-        6
-    );
-    assert_eq!(store.upload_len(&id).await.expect("len"), 6);
-    if !store.keeps_progress() {
-        assert_eq!(progress_of(store, &id).await, None);
-        store.abort(&id).await.expect("abort");
-        return;
-    }
-    // Saved with the bytes: where the append started and ended, and the check.
-    assert_eq!(progress_of(store, &id).await, saved(0, 6, b"c6"));
-    store
-        .append_saving(&id, 6, body(&[b"world"]), check(b"c11"))
-        .await
-        .expect("append_saving");
-    assert_eq!(progress_of(store, &id).await, saved(6, 11, b"c11"));
-    // A plain append after its end leaves it (still true of the bytes it counts).
-    store
-        .append(&id, 11, body(&[b"!"]), Durable)
-        .await
-        .expect("append");
-    assert_eq!(progress_of(store, &id).await, saved(6, 11, b"c11"));
-    // An append that replaces bytes it counts cuts it back to where it started (at most
-    // the append's offset), with no check: only that much stays vouched for.
-    store
-        .append(&id, 8, body(&[b"x"]), Durable)
-        .await
-        .expect("append");
-    assert_eq!(progress_of(store, &id).await, saved(6, 6, b""));
-    store
-        .append(&id, 4, body(&[b"o world"]), Durable)
-        .await
-        .expect("append");
-    assert_eq!(progress_of(store, &id).await, saved(4, 4, b""));
-    // A failed append saves nothing.
-    store
-        .append_saving(&id, 9, body(&[b"y"]), check(b"c10"))
-        .await
-        .expect("append_saving");
-    assert!(matches!(
-        store
-            .append_saving(&id, 10, failing(b"zz"), check(b"never"))
-            .await,
-        Err(StoreError::Body(_))
-    ));
-    assert_eq!(store.upload_len(&id).await.expect("len"), 10);
-    assert_eq!(progress_of(store, &id).await, saved(9, 10, b"c10"));
-    store.abort(&id).await.expect("abort");
-    assert!(matches!(
-        store.progress(&id).await,
-        Err(StoreError::NotFound)
-    ));
+/// A committed blob holding `data`.
+async fn blob(store: &dyn BlobStore, name: &str, data: &'static [u8]) -> Digest {
+    let id = upload(name);
+    let at = grow(store, &id, &empty(), &[data]).await;
+    let digest = Digest::sha256(data);
+    store.commit(&id, &at, &digest).await.expect("commit");
+    digest
 }
 
-/// Runs every contract check against `store`, panicking on the first broken promise.
-pub async fn run(store: &dyn BlobStore) {
-    saving(store).await;
-    let id: UploadId = "contract-upload-1".parse().expect("id");
+/// `stat`: the size of a committed blob, `None` for an absent one, and upload scratch space
+/// is never visible.
+pub async fn stat_sees_committed_blobs_only(store: &dyn BlobStore) {
     let data: &[u8] = b"hello, content-addressed world";
     let digest = Digest::sha256(data);
-
-    // stat: absent blob is None; upload scratch space is never visible.
     assert_eq!(store.stat(&digest).await.expect("stat"), None);
-    assert!(matches!(
-        store.upload_len(&id).await,
-        Err(StoreError::NotFound)
-    ));
-
-    // append: returns the new length; offsets beyond what is held are refused.
-    assert_eq!(
-        store
-            .append(&id, 0, body(&[b"hello, ", b"content"]), Durable)
-            .await
-            .expect("append"),
-        14
-    );
-    assert!(matches!(
-        store.append(&id, 20, body(&[b"x"]), Durable).await,
-        Err(StoreError::Offset {
-            expected: 20,
-            actual: 14
-        })
-    ));
+    let id = upload("stat-1");
+    let at = grow(store, &id, &empty(), &[data]).await;
     assert_eq!(
         store.stat(&digest).await.expect("stat"),
         None,
-        "partial upload visible"
+        "scratch visible"
     );
+    store.commit(&id, &at, &digest).await.expect("commit");
+    assert_eq!(store.stat(&digest).await.expect("stat"), Some(30));
+}
 
-    // append: all or nothing when the body fails.
-    assert!(matches!(
-        store.append(&id, 14, failing(b"-garbage"), Durable).await,
-        Err(StoreError::Body(_))
-    ));
-    assert_eq!(store.upload_len(&id).await.expect("len"), 14);
-
-    // append: bytes past the offset are discarded first.
+/// `read`: a whole blob or an inclusive range, the same bytes whether a stream or a file.
+pub async fn read_answers_whole_blobs_and_ranges_as_stream_or_file(store: &dyn BlobStore) {
+    let data: &[u8] = b"hello, content-addressed world";
+    let digest = blob(store, "read-1", b"hello, content-addressed world").await;
+    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, data);
+    assert_eq!(read(store, &digest, None, ReadAs::StreamOrFile).await, data);
+    for read_as in [ReadAs::Stream, ReadAs::StreamOrFile] {
+        assert_eq!(
+            read(store, &digest, Some((7, 13)), read_as).await,
+            b"content"
+        );
+        assert_eq!(read(store, &digest, Some((29, 29)), read_as).await, b"d");
+    }
     assert_eq!(
-        store
-            .append(&id, 7, body(&[b"content-addressed world"]), Durable)
-            .await
-            .expect("append"),
-        30
-    );
-    assert_eq!(
-        collect(store.read_upload(&id, 0, 30).await.expect("read_upload")).await,
+        collect(store.read_all(&digest).await.expect("read_all")).await,
         data
     );
-    assert_eq!(
-        collect(store.read_upload(&id, 0, 5).await.expect("read_upload")).await,
-        b"hello"
-    );
-    assert_eq!(
-        collect(store.read_upload(&id, 7, 12).await.expect("read_upload")).await,
-        b"conte"
-    );
+}
 
-    // commit: readable under the digest, scratch space removed.
-    assert_eq!(store.commit(&id, &digest, 30).await.expect("commit"), 30);
-    assert_eq!(store.stat(&digest).await.expect("stat"), Some(30));
-    assert!(matches!(
-        store.upload_len(&id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, data);
-    assert_eq!(
-        read(store, &digest, Some((7, 13)), ReadAs::Stream).await,
-        b"content"
-    );
-    // A reader that takes files may get one: the same bytes, whichever it is.
-    assert_eq!(
-        read(store, &digest, Some((7, 13)), ReadAs::StreamOrFile).await,
-        b"content"
-    );
+/// `read`: `NotFound` when absent.
+pub async fn read_of_an_absent_blob_is_not_found(store: &dyn BlobStore) {
+    let absent = Digest::sha256(b"absent");
+    for read_as in [ReadAs::Stream, ReadAs::StreamOrFile] {
+        assert!(matches!(
+            store.read(&absent, None, read_as).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
 
-    // commit: bytes past `len` never become visible; fewer than `len` is refused.
-    let id2: UploadId = "contract-upload-2".parse().expect("id");
-    let short = Digest::sha256(b"hello");
-    store
-        .append(
-            &id2,
-            0,
-            body(&[b"hello", b" plus bytes never recorded"]),
-            Durable,
-        )
-        .await
-        .expect("append");
-    assert!(matches!(
-        store.commit(&id2, &short, 99).await,
-        Err(StoreError::Offset { expected: 99, .. })
-    ));
-    assert_eq!(store.commit(&id2, &short, 5).await.expect("commit"), 5);
-    assert_eq!(read(store, &short, None, ReadAs::Stream).await, b"hello");
-    store.delete(&short).await.expect("delete");
-
-    // commit: an existing blob is stored anew, from the upload, which is then gone.
-    // (UntilCommit: bytes committed in the same breath need not be durable on their own.)
-    store
-        .append(&id, 0, body(&[data]), UntilCommit)
-        .await
-        .expect("append");
-    assert_eq!(store.commit(&id, &digest, 30).await.expect("commit"), 30);
-    assert!(matches!(
-        store.upload_len(&id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, data);
-
-    // put: stores anew when the blob is there; list shows committed blobs with sizes.
+/// `put`: small content stored under its digest, and stored anew when already there.
+pub async fn put_stores_and_stores_anew(store: &dyn BlobStore) {
     let small = Bytes::from_static(b"{\"schemaVersion\":2}");
-    let small_digest = Digest::sha256(&small);
-    store.put(&small_digest, small.clone()).await.expect("put");
-    store
-        .put(&small_digest, small.clone())
-        .await
-        .expect("put again");
+    let digest = Digest::sha256(&small);
+    store.put(&digest, small.clone()).await.expect("put");
+    store.put(&digest, small.clone()).await.expect("put again");
+    assert_eq!(store.stat(&digest).await.expect("stat"), Some(19));
+    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, small);
+}
+
+/// `delete`: removes a committed blob; deleting an absent one is not an error.
+pub async fn delete_is_idempotent(store: &dyn BlobStore) {
+    let digest = blob(store, "delete-1", b"short-lived").await;
+    store.delete(&digest).await.expect("delete");
+    assert_eq!(store.stat(&digest).await.expect("stat"), None);
+    store.delete(&digest).await.expect("delete again");
+}
+
+/// `list`: every committed blob with its size and when it was written; no upload.
+pub async fn list_shows_committed_blobs_with_sizes_and_times(store: &dyn BlobStore) {
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let a = blob(store, "list-1", b"first blob").await;
+    let small = Bytes::from_static(b"{}");
+    let b = Digest::sha256(&small);
+    store.put(&b, small).await.expect("put");
+    grow(store, &upload("list-2"), &empty(), &[b"in progress"]).await;
     let mut listed: Vec<(Digest, u64)> = store
         .list()
         .try_collect::<Vec<_>>()
@@ -259,30 +197,123 @@ pub async fn run(store: &dyn BlobStore) {
         .expect("list")
         .into_iter()
         .map(|e| {
-            assert!(e.modified <= SystemTime::now(), "written in the past");
+            assert!(e.modified >= before && e.modified <= SystemTime::now());
             (e.digest, e.size)
         })
         .collect();
     listed.sort();
-    let mut expected = vec![
-        (digest.clone(), 30),
-        (small_digest.clone(), small.len() as u64),
-    ];
+    let mut expected = vec![(a, 10), (b, 2)];
     expected.sort();
     assert_eq!(listed, expected);
+}
 
-    // read of an absent blob is NotFound; delete is idempotent.
-    let absent = Digest::sha256(b"absent");
+/// `uploads`: every upload's scratch space with when it last received bytes; no blob.
+pub async fn uploads_lists_scratch_spaces_with_when_they_grew(store: &dyn BlobStore) {
+    let before = SystemTime::now() - Duration::from_secs(1);
+    blob(store, "uploads-0", b"a blob").await;
+    let id = upload("uploads-1");
+    grow(store, &id, &empty(), &[b"x"]).await;
+    let scratch: Vec<_> = store.uploads().try_collect().await.expect("uploads");
+    assert_eq!(scratch.len(), 1, "{scratch:?}");
+    assert_eq!(scratch[0].0, id);
+    assert!(scratch[0].1 >= before);
+    store.abort(&id, None).await.expect("abort");
+    let left: Vec<_> = store.uploads().try_collect().await.expect("uploads");
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// `purge_temporary`: nothing modified after `before` is removed.
+pub async fn purge_temporary_leaves_what_is_newer(store: &dyn BlobStore) {
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let digest = blob(store, "purge-1", b"kept").await;
+    let id = upload("purge-2");
+    let at = grow(store, &id, &empty(), &[b"kept too"]).await;
+    assert_eq!(store.purge_temporary(before).await.expect("purge"), 0);
+    assert_eq!(store.stat(&digest).await.expect("stat"), Some(4));
+    assert!(store.holds(&id, &at).await.expect("holds"));
+}
+
+/// `append`: an empty token creates the upload; each append returns where it now stands,
+/// from which the next one goes on.
+pub async fn append_grows_an_upload_from_its_token(store: &dyn BlobStore) {
+    let id = upload("grow-1");
+    let at = grow(store, &id, &empty(), &[b"hello, ", b"content"]).await;
+    assert_eq!(at.len, 14);
+    let at = grow(store, &id, &at, &[b"-addressed", b" world"]).await;
+    assert_eq!(at.len, 30);
+    let content = committed_content(store, &id, &at, b"hello, content-addressed world").await;
+    assert_eq!(content, b"hello, content-addressed world");
+}
+
+/// `append`: bytes past the token (an append whose token was never saved) are not part of
+/// the upload.
+pub async fn append_ignores_bytes_past_its_token(store: &dyn BlobStore) {
+    let id = upload("past-1");
+    let saved = grow(store, &id, &empty(), &[b"hello, "]).await;
+    grow(store, &id, &saved, &[b"never recorded"]).await;
+    let at = grow(store, &id, &saved, &[b"world"]).await;
+    assert_eq!(at.len, 12);
+    assert_eq!(
+        committed_content(store, &id, &at, b"hello, world").await,
+        b"hello, world"
+    );
+}
+
+/// `append`: all or nothing; after a failing body the upload still stands at the token.
+pub async fn a_failed_append_leaves_the_upload_at_its_token(store: &dyn BlobStore) {
+    let id = upload("fail-1");
+    let at = grow(store, &id, &empty(), &[b"hello"]).await;
+    for durability in [Durable, UntilCommit] {
+        assert!(matches!(
+            store
+                .append(&id, &at, failing(b"-garbage"), durability)
+                .await,
+            Err(StoreError::Body(_))
+        ));
+    }
+    assert!(store.holds(&id, &at).await.expect("holds"));
+    let at = grow(store, &id, &at, &[b"!"]).await;
+    assert_eq!(
+        committed_content(store, &id, &at, b"hello!").await,
+        b"hello!"
+    );
+    // After a failed first append, the upload starts afresh.
+    let fresh = upload("fail-2");
+    assert!(store
+        .append(&fresh, &empty(), failing(b"x"), Durable)
+        .await
+        .is_err());
+    let at = grow(store, &fresh, &empty(), &[b"ok"]).await;
+    assert_eq!(committed_content(store, &fresh, &at, b"ok").await, b"ok");
+}
+
+/// `append` and `holds`: an upload holding fewer bytes than the token counts is `Offset`;
+/// `append` to one that is gone is `NotFound`.
+pub async fn append_refuses_a_token_the_upload_cannot_stand_at(store: &dyn BlobStore) {
+    let id = upload("refuse-1");
+    let at = grow(store, &id, &empty(), &[b"hello"]).await;
+    let beyond = UploadToken {
+        len: at.len + 6,
+        ..at.clone()
+    };
     assert!(matches!(
-        store.read(&absent, None, ReadAs::StreamOrFile).await,
+        store.append(&id, &beyond, body(&[b"x"]), Durable).await,
+        Err(StoreError::Offset { .. })
+    ));
+    assert!(matches!(
+        store.holds(&id, &beyond).await,
+        Err(StoreError::Offset { .. })
+    ));
+    store.abort(&id, Some(&at)).await.expect("abort");
+    assert!(matches!(
+        store.append(&id, &at, body(&[b"x"]), Durable).await,
         Err(StoreError::NotFound)
     ));
-    store.delete(&small_digest).await.expect("delete");
-    store.delete(&small_digest).await.expect("delete again");
-    assert_eq!(store.stat(&small_digest).await.expect("stat"), None);
+}
 
-    // append: large bodies in frames of any size, at aligned and unaligned offsets, arrive
-    // byte for byte; a body failing after megabytes still leaves the upload as it was.
+/// `append`: large bodies in frames of any size, at aligned and unaligned offsets, arrive
+/// byte for byte; a body failing after megabytes leaves the upload as it was.
+pub async fn large_bodies_arrive_byte_for_byte_in_frames_of_any_size(store: &dyn BlobStore) {
     let big: Vec<u8> = (0..3_000_011u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -301,72 +332,118 @@ pub async fn run(store: &dyn BlobStore) {
         }
         futures::stream::iter(v).boxed()
     };
-    let id3: UploadId = "contract-upload-3".parse().expect("id");
+    let id = upload("large-1");
+    let mut at = empty();
     for (from, to) in [
         (0, 1_234_567),
         (1_234_567, 1_234_570),
         (1_234_570, big.len()),
     ] {
-        assert_eq!(
-            store
-                .append(&id3, from as u64, frames(from, to, false), Durable)
-                .await
-                .expect("append"),
-            to as u64
-        );
-        assert!(matches!(
-            store
-                .append(&id3, to as u64, frames(0, 2_500_000, true), Durable)
-                .await,
-            Err(StoreError::Body(_))
-        ));
-        assert_eq!(store.upload_len(&id3).await.expect("len"), to as u64);
+        let failed = store
+            .append(&id, &at, frames(0, 2_500_000, true), Durable)
+            .await;
+        assert!(matches!(failed, Err(StoreError::Body(_))));
+        at = store
+            .append(&id, &at, frames(from, to, false), Durable)
+            .await
+            .expect("append");
+        assert_eq!(at.len, to as u64);
     }
-    assert_eq!(
-        collect(
-            store
-                .read_upload(&id3, 0, big.len() as u64)
-                .await
-                .expect("read")
-        )
-        .await,
-        big
-    );
-    store.abort(&id3).await.expect("abort");
+    assert_eq!(committed_content(store, &id, &at, &big).await, big);
+}
 
-    // abort: removes scratch space; absent upload is fine. uploads lists scratch spaces
-    // (never committed blobs) with when they last received bytes.
-    let before = SystemTime::now() - Duration::from_secs(1);
+/// `holds`: true while the upload holds what the token counts, false once committed or
+/// aborted; an empty token is always held.
+pub async fn holds_until_commit_or_abort(store: &dyn BlobStore) {
+    let (a, b) = (upload("holds-1"), upload("holds-2"));
+    assert!(store.holds(&a, &empty()).await.expect("holds"));
+    let at = grow(store, &a, &empty(), &[b"abc"]).await;
+    assert!(store.holds(&a, &at).await.expect("holds"));
     store
-        .append(&id, 0, body(&[b"x"]), Durable)
+        .commit(&a, &at, &Digest::sha256(b"abc"))
+        .await
+        .expect("commit");
+    assert!(!store.holds(&a, &at).await.expect("holds"));
+    let at = grow(store, &b, &empty(), &[b"abc"]).await;
+    store.abort(&b, Some(&at)).await.expect("abort");
+    assert!(!store.holds(&b, &at).await.expect("holds"));
+}
+
+/// `read_upload`: the bytes the token counts (none past it), or `None` from a backend that
+/// cannot read an upload before its commit.
+pub async fn read_upload_answers_what_the_token_counts(store: &dyn BlobStore) {
+    let id = upload("reread-1");
+    let at = grow(store, &id, &empty(), &[b"hello"]).await;
+    grow(store, &id, &at, &[b" and more"]).await;
+    if let Some(s) = store.read_upload(&id, &at).await.expect("read_upload") {
+        assert_eq!(collect(s).await, b"hello");
+    }
+    if let Some(s) = store.read_upload(&id, &empty()).await.expect("read_upload") {
+        assert_eq!(collect(s).await, b"");
+    }
+}
+
+/// `commit`: the upload becomes readable under the digest, its scratch space is removed,
+/// and the size is returned.
+pub async fn commit_makes_the_upload_a_blob_and_removes_it(store: &dyn BlobStore) {
+    let id = upload("commit-1");
+    let at = grow(store, &id, &empty(), &[b"hello"]).await;
+    let digest = Digest::sha256(b"hello");
+    assert_eq!(store.commit(&id, &at, &digest).await.expect("commit"), 5);
+    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, b"hello");
+    assert!(!store.holds(&id, &at).await.expect("holds"));
+    let scratch: Vec<_> = store.uploads().try_collect().await.expect("uploads");
+    assert!(scratch.is_empty(), "{scratch:?}");
+    assert!(matches!(
+        store.commit(&id, &at, &digest).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// `commit`: bytes past the token never become part of the blob; an upload holding fewer
+/// than it counts is `Offset`.
+pub async fn commit_takes_exactly_what_the_token_counts(store: &dyn BlobStore) {
+    let id = upload("exact-1");
+    let at = grow(store, &id, &empty(), &[b"hello"]).await;
+    grow(store, &id, &at, &[b" plus bytes never recorded"]).await;
+    let beyond = UploadToken {
+        len: 99,
+        ..at.clone()
+    };
+    let short = Digest::sha256(b"hello");
+    assert!(matches!(
+        store.commit(&id, &beyond, &short).await,
+        Err(StoreError::Offset { .. })
+    ));
+    assert_eq!(store.commit(&id, &at, &short).await.expect("commit"), 5);
+    assert_eq!(read(store, &short, None, ReadAs::Stream).await, b"hello");
+}
+
+/// `commit`: a blob already there is stored anew from the upload; bytes appended
+/// `UntilCommit` reach it.
+pub async fn commit_stores_an_existing_blob_anew(store: &dyn BlobStore) {
+    let data: &'static [u8] = b"the same content twice";
+    let digest = blob(store, "anew-1", data).await;
+    let id = upload("anew-2");
+    let at = store
+        .append(&id, &empty(), body(&[data]), UntilCommit)
         .await
         .expect("append");
-    let scratch: Vec<_> = store.uploads().try_collect().await.expect("uploads");
-    assert_eq!(scratch.len(), 1, "{scratch:?}");
-    assert_eq!(scratch[0].0, id);
-    assert!(scratch[0].1 >= before);
-    store.abort(&id).await.expect("abort");
-    store.abort(&id).await.expect("abort again");
-    assert!(matches!(
-        store.upload_len(&id).await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.append(&id, 1, body(&[b"x"]), Durable).await,
-        Err(StoreError::NotFound)
-    ));
-    // append at offset 0 recreates scratch space a crash took before anything was stored.
-    assert_eq!(
-        store
-            .append(&id, 0, body(&[b"x"]), Durable)
-            .await
-            .expect("append"),
-        1
-    );
-    assert_eq!(store.upload_len(&id).await.expect("len"), 1);
-    store.abort(&id).await.expect("abort");
-    let left: Vec<_> = store.uploads().try_collect().await.expect("uploads");
-    assert!(left.is_empty());
-    // purge_temporary leaves nothing newer than it is told.
-    assert_eq!(store.purge_temporary(before).await.expect("purge"), 0);
+    assert_eq!(store.commit(&id, &at, &digest).await.expect("commit"), 22);
+    assert!(!store.holds(&id, &at).await.expect("holds"));
+    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, data);
+}
+
+/// `abort`: removes the scratch space; an absent upload is fine; an empty token then starts
+/// the upload afresh.
+pub async fn abort_is_idempotent_and_an_empty_token_starts_again(store: &dyn BlobStore) {
+    let id = upload("abort-1");
+    let at = grow(store, &id, &empty(), &[b"abc"]).await;
+    store.abort(&id, Some(&at)).await.expect("abort");
+    store.abort(&id, Some(&at)).await.expect("abort again");
+    store.abort(&id, None).await.expect("abort without a token");
+    assert!(!store.holds(&id, &at).await.expect("holds"));
+    let at = grow(store, &id, &empty(), &[b"x"]).await;
+    assert_eq!(at.len, 1);
+    assert_eq!(committed_content(store, &id, &at, b"x").await, b"x");
 }

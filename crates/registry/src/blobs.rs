@@ -145,14 +145,14 @@ mod tests {
             Mount::Mounted { size: 10 }
         ));
         let got = reg
-            .read_blob(&b, &d, Some("bytes=2-4"), ReadAs::StreamOrFile)
+            .read_blob(&b, &d, Some("bytes=2-4"), ReadAs::STREAM_OR_FILE)
             .await
             .unwrap();
         assert_eq!((got.size, got.range), (10, Some((2, 4))));
         // The memory store keeps no files: a stream, even when a file would do.
         assert!(matches!(got.body, BlobRead::Stream(_)));
         assert!(reg
-            .read_blob(&b, &d, Some("bytes=10-"), ReadAs::StreamOrFile)
+            .read_blob(&b, &d, Some("bytes=10-"), ReadAs::STREAM_OR_FILE)
             .await
             .is_err());
         reg.delete_blob(&a, &d).await.unwrap();

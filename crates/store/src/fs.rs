@@ -574,7 +574,7 @@ impl BlobStore for FsStore {
         read_as: ReadAs,
     ) -> Result<BlobRead> {
         let path = self.blob_path(digest);
-        if read_as == ReadAs::Stream {
+        if !read_as.file {
             let stream = open_range(path, range, Arc::clone(&self.reads)).await?;
             return Ok(BlobRead::Stream(stream));
         }

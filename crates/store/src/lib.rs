@@ -28,6 +28,9 @@ pub enum BlobRead {
     /// A local file, positioned nowhere in particular: the caller sends the range it asked
     /// for (a server may hand it to the kernel).
     File(LocalFile),
+    /// A URL the client fetches the blob from itself (a presigned object URL, good for a
+    /// while), sending its own `Range`.
+    Redirect(String),
 }
 
 /// An open local file holding a blob, for a caller that can send files itself.
@@ -43,13 +46,26 @@ impl LocalFile {
     }
 }
 
-/// What a reader can take besides a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadAs {
+/// What a reader can take besides a stream, which every reader takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadAs {
+    /// A local file, which the reader sends itself.
+    pub file: bool,
+    /// A URL to send the client to.
+    pub redirect: bool,
+}
+
+impl ReadAs {
     /// A stream only.
-    Stream,
+    pub const STREAM: ReadAs = ReadAs {
+        file: false,
+        redirect: false,
+    };
     /// A stream or a local file.
-    StreamOrFile,
+    pub const STREAM_OR_FILE: ReadAs = ReadAs {
+        file: true,
+        redirect: false,
+    };
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +143,10 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn stat(&self, digest: &Digest) -> Result<Option<u64>>;
 
     /// A committed blob, whole or the inclusive byte range `start..=end` (which the caller
-    /// has checked against the size): a stream, or, when `read_as` allows it and the
-    /// backend keeps blobs in local files, the open file (the backend may start reading the
-    /// range ahead). `NotFound` when absent.
+    /// has checked against the size): a stream; or, when `read_as` allows it, the open file
+    /// of a backend that keeps blobs in local files (which may start reading the range
+    /// ahead), or a URL for a backend configured to send clients to its objects. `NotFound`
+    /// when absent (a redirect may also answer for a blob deleted since).
     async fn read(
         &self,
         digest: &Digest,
@@ -139,11 +156,11 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// A committed blob streamed whole: [`BlobStore::read`] as a stream.
     async fn read_all(&self, digest: &Digest) -> Result<ByteStream<'static>> {
-        match self.read(digest, None, ReadAs::Stream).await? {
+        match self.read(digest, None, ReadAs::STREAM).await? {
             BlobRead::Stream(s) => Ok(s),
-            BlobRead::File(_) => Err(StoreError::Backend {
+            BlobRead::File(_) | BlobRead::Redirect(_) => Err(StoreError::Backend {
                 kind: ErrorKind::Other,
-                message: "a file where a stream was asked for".into(),
+                message: "a file or a URL where a stream was asked for".into(),
             }),
         }
     }

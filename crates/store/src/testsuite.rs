@@ -58,6 +58,7 @@ async fn read(
 ) -> Vec<u8> {
     match store.read(d, range, read_as).await.expect("read") {
         BlobRead::Stream(s) => collect(s).await,
+        BlobRead::Redirect(url) => panic!("a redirect ({url}) where none was allowed"),
         BlobRead::File(f) => {
             use std::io::{Read, Seek, SeekFrom};
             let mut f = f.into_std();
@@ -103,7 +104,7 @@ async fn committed_content(
 ) -> Vec<u8> {
     let digest = Digest::sha256(expected);
     assert_eq!(store.commit(id, at, &digest).await.expect("commit"), at.len);
-    let content = read(store, &digest, None, ReadAs::Stream).await;
+    let content = read(store, &digest, None, ReadAs::STREAM).await;
     store.delete(&digest).await.expect("delete");
     content
 }
@@ -138,9 +139,12 @@ pub async fn stat_sees_committed_blobs_only(store: &dyn BlobStore) {
 pub async fn read_answers_whole_blobs_and_ranges_as_stream_or_file(store: &dyn BlobStore) {
     let data: &[u8] = b"hello, content-addressed world";
     let digest = blob(store, "read-1", b"hello, content-addressed world").await;
-    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, data);
-    assert_eq!(read(store, &digest, None, ReadAs::StreamOrFile).await, data);
-    for read_as in [ReadAs::Stream, ReadAs::StreamOrFile] {
+    assert_eq!(read(store, &digest, None, ReadAs::STREAM).await, data);
+    assert_eq!(
+        read(store, &digest, None, ReadAs::STREAM_OR_FILE).await,
+        data
+    );
+    for read_as in [ReadAs::STREAM, ReadAs::STREAM_OR_FILE] {
         assert_eq!(
             read(store, &digest, Some((7, 13)), read_as).await,
             b"content"
@@ -156,7 +160,7 @@ pub async fn read_answers_whole_blobs_and_ranges_as_stream_or_file(store: &dyn B
 /// `read`: `NotFound` when absent.
 pub async fn read_of_an_absent_blob_is_not_found(store: &dyn BlobStore) {
     let absent = Digest::sha256(b"absent");
-    for read_as in [ReadAs::Stream, ReadAs::StreamOrFile] {
+    for read_as in [ReadAs::STREAM, ReadAs::STREAM_OR_FILE] {
         assert!(matches!(
             store.read(&absent, None, read_as).await,
             Err(StoreError::NotFound)
@@ -171,7 +175,7 @@ pub async fn put_stores_and_stores_anew(store: &dyn BlobStore) {
     store.put(&digest, small.clone()).await.expect("put");
     store.put(&digest, small.clone()).await.expect("put again");
     assert_eq!(store.stat(&digest).await.expect("stat"), Some(19));
-    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, small);
+    assert_eq!(read(store, &digest, None, ReadAs::STREAM).await, small);
 }
 
 /// `delete`: removes a committed blob; deleting an absent one is not an error.
@@ -390,7 +394,7 @@ pub async fn commit_makes_the_upload_a_blob_and_removes_it(store: &dyn BlobStore
     let at = grow(store, &id, &empty(), &[b"hello"]).await;
     let digest = Digest::sha256(b"hello");
     assert_eq!(store.commit(&id, &at, &digest).await.expect("commit"), 5);
-    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, b"hello");
+    assert_eq!(read(store, &digest, None, ReadAs::STREAM).await, b"hello");
     assert!(!store.holds(&id, &at).await.expect("holds"));
     let scratch: Vec<_> = store.uploads().try_collect().await.expect("uploads");
     assert!(scratch.is_empty(), "{scratch:?}");
@@ -416,7 +420,7 @@ pub async fn commit_takes_exactly_what_the_token_counts(store: &dyn BlobStore) {
         Err(StoreError::Offset { .. })
     ));
     assert_eq!(store.commit(&id, &at, &short).await.expect("commit"), 5);
-    assert_eq!(read(store, &short, None, ReadAs::Stream).await, b"hello");
+    assert_eq!(read(store, &short, None, ReadAs::STREAM).await, b"hello");
 }
 
 /// `commit`: a blob already there is stored anew from the upload; bytes appended
@@ -431,7 +435,7 @@ pub async fn commit_stores_an_existing_blob_anew(store: &dyn BlobStore) {
         .expect("append");
     assert_eq!(store.commit(&id, &at, &digest).await.expect("commit"), 22);
     assert!(!store.holds(&id, &at).await.expect("holds"));
-    assert_eq!(read(store, &digest, None, ReadAs::Stream).await, data);
+    assert_eq!(read(store, &digest, None, ReadAs::STREAM).await, data);
 }
 
 /// `abort`: removes the scratch space; an absent upload is fine; an empty token then starts

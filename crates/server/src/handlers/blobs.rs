@@ -25,10 +25,14 @@ pub async fn get_blob(
         let (size, range) = reg.blob_range(repo, d, range_header).await?;
         (size, range, Body::empty())
     } else {
-        let read_as = sender
-            .as_ref()
-            .map_or(ReadAs::Stream, |_| ReadAs::StreamOrFile);
+        let read_as = ReadAs {
+            file: sender.is_some(),
+            redirect: true,
+        };
         let b = reg.read_blob(repo, d, range_header, read_as).await?;
+        if let BlobRead::Redirect(url) = b.body {
+            return Ok(redirect(d, &url));
+        }
         (b.size, b.range, body(b.body, sender, b.size, b.range)?)
     };
     let mut r = Response::new(body);
@@ -37,6 +41,15 @@ pub async fn get_blob(
         partial(&mut r, range, size);
     }
     Ok(r)
+}
+
+/// A 307 to where the blob's bytes are served (the client sends its `Range` there).
+fn redirect(d: &Digest, url: &str) -> Response {
+    let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
+    let hs = r.headers_mut();
+    hs.insert(header::LOCATION, hv(url));
+    hs.insert(DIGEST_HEADER.clone(), hv(d.to_string()));
+    r
 }
 
 /// A 206 of the inclusive `start..=end` of a blob of `size` bytes.
@@ -64,8 +77,8 @@ fn body(
             Ok(sender.body(f.into_std(), start, len))
         }
         (BlobRead::Stream(s), _) => Ok(Body::from_stream(s)),
-        (BlobRead::File(_), None) => {
-            Err(Error::Internal("a file body with no way to send it".into()).into())
+        (BlobRead::File(_), None) | (BlobRead::Redirect(_), _) => {
+            Err(Error::Internal("a file or a URL where a body was asked for".into()).into())
         }
     }
 }

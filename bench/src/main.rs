@@ -3,18 +3,18 @@
 //!
 //! Every workload is bounded in count and time and talks to loopback only.
 
+mod phases;
 mod scaling;
 mod server;
 mod workloads;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use reqwest::Method;
 use server::{Kind, Server};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
-use workloads::{blobs, hammer, manifest, parallel, walk, Blob, Ctx};
+use workloads::{blobs, Blob, Ctx};
 
 #[derive(Parser)]
 #[command(about = "Benchmark Berth against the reference registry")]
@@ -80,6 +80,8 @@ struct Sizes {
     tag_page: usize,
     repos: usize,
     mounts: usize,
+    /// Distinct manifests pushed.
+    manifests: usize,
 }
 
 impl Sizes {
@@ -98,6 +100,7 @@ impl Sizes {
             tag_page: 100,
             repos: 1000,
             mounts: 1000,
+            manifests: 2000,
         }
     }
 
@@ -116,6 +119,7 @@ impl Sizes {
             tag_page: 50,
             repos: 30,
             mounts: 30,
+            manifests: 40,
         }
     }
 }
@@ -128,6 +132,9 @@ struct Data {
 }
 
 type Figures = BTreeMap<&'static str, f64>;
+
+/// The figures of each run, with the registry that ran it.
+type Runs = Vec<(Kind, Figures)>;
 
 fn gb(bytes: u64) -> f64 {
     bytes as f64 / 1e9
@@ -146,268 +153,6 @@ async fn start(kind: Kind, args: &Args) -> Result<Server> {
         args.data_dir.as_deref(),
     )
     .await
-}
-
-async fn run_one(
-    kind: Kind,
-    args: &Args,
-    sizes: &Sizes,
-    data: &Data,
-    keep: &mut Vec<tempfile::TempDir>,
-) -> Result<Figures> {
-    let srv = start(kind, args).await?;
-    let mut f = Figures::new();
-    f.insert("startup_ms", srv.startup.as_secs_f64() * 1000.0);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    f.insert("idle_rss_mib", srv.rss_mib());
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()?;
-    let ctx = Ctx {
-        client,
-        base: srv.base.clone(),
-    };
-    let big_bytes = (sizes.big_count * sizes.big_size) as u64;
-
-    // Push: monolithic, then chunked, 8 in parallel.
-    let cpu = srv.cpu_seconds();
-    let d = parallel(data.big.clone(), sizes.push_parallel, |b| {
-        let ctx = ctx.clone();
-        async move { ctx.push_monolithic("bench/mono", &b).await }
-    })
-    .await
-    .context("push monolithic")?;
-    f.insert("push_mono_MBps", mbps(big_bytes, d));
-    f.insert(
-        "push_mono_cpu_s_per_GB",
-        (srv.cpu_seconds() - cpu) / gb(big_bytes),
-    );
-
-    let cpu = srv.cpu_seconds();
-    let d = parallel(data.big.clone(), sizes.push_parallel, |b| {
-        let ctx = ctx.clone();
-        let chunk = sizes.chunk;
-        async move { ctx.push_chunked("bench/chunked", &b, chunk).await }
-    })
-    .await
-    .context("push chunked")?;
-    f.insert("push_chunked_MBps", mbps(big_bytes, d));
-    f.insert(
-        "push_chunked_cpu_s_per_GB",
-        (srv.cpu_seconds() - cpu) / gb(big_bytes),
-    );
-
-    // Manifests referencing the pushed blobs, 8 layers each.
-    ctx.push_monolithic("bench/mono", &data.config).await?;
-    let manifests: Vec<_> = data
-        .big
-        .chunks(8)
-        .map(|ls| manifest(&data.config, ls))
-        .collect();
-    let n_manifests = manifests.len();
-    let d = parallel(
-        manifests.into_iter().enumerate().collect(),
-        sizes.push_parallel,
-        |(i, m)| {
-            let ctx = ctx.clone();
-            async move {
-                ctx.put_manifest("bench/mono", &format!("v{i}"), &m)
-                    .await
-                    .map(|_| ())
-            }
-        },
-    )
-    .await
-    .context("push manifests")?;
-    f.insert("manifest_push_per_s", n_manifests as f64 / d.as_secs_f64());
-
-    if args.wants("small") || args.wants("catalog") {
-        // Small blobs.
-        eprintln!("  small blobs");
-        let cpu = srv.cpu_seconds();
-        let d = parallel(data.small.clone(), sizes.push_parallel, |b| {
-            let ctx = ctx.clone();
-            async move { ctx.push_monolithic("bench/small", &b).await }
-        })
-        .await
-        .context("push small")?;
-        f.insert("push_4KiB_per_s", data.small.len() as f64 / d.as_secs_f64());
-        f.insert(
-            "push_4KiB_cpu_s_per_1000",
-            (srv.cpu_seconds() - cpu) / data.small.len() as f64 * 1000.0,
-        );
-        eprintln!("  small blobs done");
-    }
-
-    if args.wants("pull") {
-        // Pull the big blobs, digest-verified at each parallelism, then length-only at the
-        // largest. A single client reads each blob once: its figure is the first pull after
-        // the push. The parallel pulls read the set several times over, so that each lasts
-        // seconds rather than a fraction of one, and start-up and tail weigh little.
-        let cpu = srv.cpu_seconds();
-        let mut pulled = 0u64;
-        // The bytes a pull of the set at parallelism `p` moves, and how long it took.
-        let pull_all = |p: usize, verify: bool| {
-            let rounds = if p > 1 { sizes.pull_rounds } else { 1 };
-            let set: Vec<_> = (0..rounds).flat_map(|_| data.big.iter().cloned()).collect();
-            let ctx = ctx.clone();
-            let pulled = parallel(set, p, move |b| {
-                let ctx = ctx.clone();
-                async move { ctx.pull("bench/mono", &b, verify).await.map(|_| ()) }
-            });
-            async move { Ok::<_, anyhow::Error>((big_bytes * rounds as u64, pulled.await?)) }
-        };
-        for &p in &sizes.pulls {
-            let (bytes, d) = pull_all(p, true).await.context("pull")?;
-            pulled += bytes;
-            f.insert(leak(format!("pull_verified_{p}_MBps")), mbps(bytes, d));
-        }
-        let top = *sizes.pulls.last().unwrap_or(&1);
-        let (bytes, d) = pull_all(top, false).await.context("pull")?;
-        pulled += bytes;
-        f.insert(leak(format!("pull_length_{top}_MBps")), mbps(bytes, d));
-        f.insert("pull_cpu_s_per_GB", (srv.cpu_seconds() - cpu) / gb(pulled));
-    }
-
-    if args.wants("manifest") {
-        // Manifest GET and HEAD, by tag and by digest.
-        let digest = workloads::sha256(&manifest(&data.config, &data.big[..8.min(data.big.len())]));
-        let cpu = srv.cpu_seconds();
-        let mut requests = 0;
-        for (name, method, reference) in [
-            ("get_tag", Method::GET, "v0".to_owned()),
-            ("get_digest", Method::GET, digest.clone()),
-            ("head_tag", Method::HEAD, "v0".to_owned()),
-            ("head_digest", Method::HEAD, digest.clone()),
-        ] {
-            let path = format!("/v2/bench/mono/manifests/{reference}");
-            let rate = hammer(
-                &ctx,
-                method,
-                &path,
-                &digest,
-                sizes.hammer_parallel,
-                sizes.hammer,
-            )
-            .await
-            .context(name)?;
-            requests += rate.requests;
-            f.insert(leak(format!("manifest_{name}_rps")), rate.per_second);
-            f.insert(leak(format!("manifest_{name}_p50_ms")), rate.p50_ms);
-            f.insert(leak(format!("manifest_{name}_p99_ms")), rate.p99_ms);
-        }
-        f.insert(
-            "manifest_cpu_s_per_1000_req",
-            (srv.cpu_seconds() - cpu) / requests as f64 * 1000.0,
-        );
-    }
-
-    if args.wants("tags") {
-        // Tags: create many on one manifest, then walk them page by page.
-        let m0 = manifest(&data.config, &data.big[..8.min(data.big.len())]);
-        let d = parallel((0..sizes.tags).collect(), sizes.push_parallel, |i| {
-            let ctx = ctx.clone();
-            let m0 = m0.clone();
-            async move {
-                ctx.put_manifest("bench/mono", &format!("t{i:06}"), &m0)
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .await
-        .context("create tags")?;
-        f.insert("tag_create_per_s", sizes.tags as f64 / d.as_secs_f64());
-        // The whole list in one request, as `skopeo list-tags` asks for it: the first time
-        // after the writes, then the median of repeated reads, as CI jobs and update bots
-        // poll a repository...
-        let mut times = Vec::new();
-        for _ in 0..LIST_REPEATS {
-            let t0 = std::time::Instant::now();
-            let (tags, _) = walk(&ctx, "/v2/bench/mono/tags/list", "tags", |_| true).await?;
-            times.push(t0.elapsed().as_secs_f64() * 1000.0);
-            anyhow::ensure!(
-                tags == sizes.tags + n_manifests,
-                "tag list found {tags} tags"
-            );
-        }
-        f.insert("tag_list_first_ms", times[0]);
-        f.insert("tag_list_all_ms", median(times));
-        // ...and page by page (Distribution 2.8 ignores `n` on tags and answers in one page).
-        let t0 = std::time::Instant::now();
-        let (tags, pages) = walk(
-            &ctx,
-            &format!("/v2/bench/mono/tags/list?n={}", sizes.tag_page),
-            "tags",
-            |_| true,
-        )
-        .await?;
-        let took = t0.elapsed();
-        anyhow::ensure!(
-            tags == sizes.tags + n_manifests,
-            "tag walk found {tags} tags"
-        );
-        f.insert("tag_walk_paged_ms", took.as_secs_f64() * 1000.0);
-        f.insert("tag_page_ms", took.as_secs_f64() * 1000.0 / pages as f64);
-    }
-
-    if args.wants("catalog") {
-        // Repositories: each gets an image by mounting the blobs, then the catalog is walked.
-        let small_layer = data.small[0].clone();
-        let tiny = manifest(&data.config, std::slice::from_ref(&small_layer));
-        let d = parallel((0..sizes.repos).collect(), sizes.push_parallel, |i| {
-            let ctx = ctx.clone();
-            let (cfg, layer) = (data.config.digest.clone(), small_layer.digest.clone());
-            let tiny = tiny.clone();
-            async move {
-                let repo = format!("cat/r{i:05}");
-                ctx.mount(&repo, "bench/mono", &cfg).await?;
-                ctx.mount(&repo, "bench/small", &layer).await?;
-                ctx.put_manifest(&repo, "latest", &tiny).await.map(|_| ())
-            }
-        })
-        .await
-        .context("create repositories")?;
-        f.insert("repo_create_per_s", sizes.repos as f64 / d.as_secs_f64());
-        let t0 = std::time::Instant::now();
-        let (repos, pages) = walk(
-            &ctx,
-            &format!("/v2/_catalog?n={}", sizes.tag_page),
-            "repositories",
-            |r| r.starts_with("cat/"),
-        )
-        .await?;
-        let took = t0.elapsed();
-        anyhow::ensure!(
-            repos == sizes.repos,
-            "catalog walk found {repos} of the {} repositories",
-            sizes.repos
-        );
-        f.insert("catalog_walk_ms", took.as_secs_f64() * 1000.0);
-        f.insert(
-            "catalog_page_ms",
-            took.as_secs_f64() * 1000.0 / pages as f64,
-        );
-    }
-
-    if args.wants("mounts") {
-        // Cross-repository mounts.
-        let d = parallel((0..sizes.mounts).collect(), sizes.push_parallel, |i| {
-            let ctx = ctx.clone();
-            let n = data.big.len();
-            let digest = data.big[i % n].digest.clone();
-            async move {
-                ctx.mount(&format!("mnt/m{}", i / n), "bench/mono", &digest)
-                    .await
-            }
-        })
-        .await
-        .context("mounts")?;
-        f.insert("mount_per_s", sizes.mounts as f64 / d.as_secs_f64());
-    }
-
-    f.insert("peak_rss_mib", srv.peak_rss_mib());
-    keep.extend(srv.into_dir());
-    Ok(f)
 }
 
 /// Figure names are built once per run; leaking a few short strings keeps the map simple.
@@ -471,60 +216,12 @@ async fn main() -> Result<()> {
         small: blobs(2, sizes.small_count, 4096),
         config: blobs(3, 1, 512).remove(0),
     };
-    let mut runs: Vec<(Kind, Figures)> = Vec::new();
-    let mut keep: Vec<tempfile::TempDir> = Vec::new();
-    for run in 0..args.runs {
-        for kind in [Kind::Berth, Kind::Distribution] {
-            if args.only.is_some_and(|k| k != kind) {
-                continue;
-            }
-            eprintln!("run {}/{}: {}", run + 1, args.runs, kind.name());
-            let figures = run_one(kind, &args, &sizes, &data, &mut keep)
-                .await
-                .with_context(|| format!("{} run {}", kind.name(), run + 1))?;
-            runs.push((kind, figures));
-        }
-    }
-    if args.data_dir.is_some() {
-        for dir in keep.drain(..) {
-            let _ = dir.keep();
-        }
-    }
-    let by = |k: Kind| -> BTreeMap<&'static str, f64> {
-        let mut names: Vec<&'static str> =
-            runs.iter().flat_map(|(_, f)| f.keys().copied()).collect();
-        names.sort();
-        names.dedup();
-        names
-            .into_iter()
-            .map(|n| {
-                (
-                    n,
-                    median(
-                        runs.iter()
-                            .filter(|(kk, _)| *kk == k)
-                            .filter_map(|(_, f)| f.get(n).copied())
-                            .collect(),
-                    ),
-                )
-            })
-            .collect()
-    };
-    let (b, d) = (by(Kind::Berth), by(Kind::Distribution));
-    let mut table = String::from(
-        "| figure | Berth | Distribution 2.8.2 | Berth's advantage |\n|---|---:|---:|---:|\n",
+    let runs = alternating_runs(&args, &sizes, &data).await?;
+    let (b, d) = (
+        medians(&runs, Kind::Berth),
+        medians(&runs, Kind::Distribution),
     );
-    for (name, bv) in &b {
-        let dv = d.get(name).copied().unwrap_or(0.0);
-        let adv = if *bv == 0.0 || dv == 0.0 {
-            "–".to_owned()
-        } else if higher_is_better(name) {
-            format!("{:.2}×", bv / dv)
-        } else {
-            format!("{:.2}×", dv / bv)
-        };
-        table.push_str(&format!("| {name} | {bv:.3} | {dv:.3} | {adv} |\n"));
-    }
+    let table = advantage_table(&b, &d);
     println!("{table}");
     if args.quick {
         println!("quick run: the benchmark works; figures at this size mean nothing.");
@@ -544,18 +241,90 @@ async fn main() -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)?;
-    let report = format!(
+    write_section(&args.out, "main", &main_report(&args, &sizes, &table))?;
+    eprintln!("wrote {} and {}", args.out.display(), args.json.display());
+    Ok(())
+}
+
+/// Every run asked for, the registries alternating run by run.
+async fn alternating_runs(args: &Args, sizes: &Sizes, data: &Data) -> Result<Runs> {
+    let mut runs: Runs = Vec::new();
+    let mut keep: Vec<tempfile::TempDir> = Vec::new();
+    for run in 0..args.runs {
+        for kind in [Kind::Berth, Kind::Distribution] {
+            if args.only.is_some_and(|k| k != kind) {
+                continue;
+            }
+            eprintln!("run {}/{}: {}", run + 1, args.runs, kind.name());
+            let figures = phases::run_one(kind, args, sizes, data, &mut keep)
+                .await
+                .with_context(|| format!("{} run {}", kind.name(), run + 1))?;
+            runs.push((kind, figures));
+        }
+    }
+    if args.data_dir.is_some() {
+        for dir in keep.drain(..) {
+            let _ = dir.keep();
+        }
+    }
+    Ok(runs)
+}
+
+/// Each figure's median over the runs of `kind`.
+fn medians(runs: &[(Kind, Figures)], kind: Kind) -> Figures {
+    let mut names: Vec<&'static str> = runs.iter().flat_map(|(_, f)| f.keys().copied()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|n| {
+            let of_kind = runs.iter().filter(|(k, _)| *k == kind);
+            (
+                n,
+                median(of_kind.filter_map(|(_, f)| f.get(n).copied()).collect()),
+            )
+        })
+        .collect()
+}
+
+/// The Markdown table of both registries' medians and Berth's advantage in each figure.
+fn advantage_table(b: &Figures, d: &Figures) -> String {
+    let mut table = String::from(
+        "| figure | Berth | Distribution 2.8.2 | Berth's advantage |\n|---|---:|---:|---:|\n",
+    );
+    for (name, bv) in b {
+        let dv = d.get(name).copied().unwrap_or(0.0);
+        let adv = if *bv == 0.0 || dv == 0.0 {
+            "–".to_owned()
+        } else if higher_is_better(name) {
+            format!("{:.2}×", bv / dv)
+        } else {
+            format!("{:.2}×", dv / bv)
+        };
+        table.push_str(&format!("| {name} | {bv:.3} | {dv:.3} | {adv} |\n"));
+    }
+    table
+}
+
+/// The generated main section of BENCHMARKS.md: how it was measured, then the table.
+fn main_report(args: &Args, sizes: &Sizes, table: &str) -> String {
+    format!(
         "Berth against CNCF Distribution 2.8.2 (Debian `docker-registry`), both on the local filesystem in a fresh \
          temporary directory, delete enabled, no auth, on the same machine, alternating runs; medians of {} runs.\n\n\
          Machine: {}.\n\nRegenerate with `cargo build --release -p berth -p berth-bench && target/release/berth-bench`.\n\n\
-         Workloads: {} × {} MiB blobs pushed 8 in parallel (monolithic; chunked in {} MiB PATCHes), {} × 4 KiB blobs, pulls \
-         at {:?} in parallel (sha256-verified, then length-only; one client reads the set once, more read it {} times), manifest GET/HEAD by tag and digest with {} clients for {} s \
-         each, {} tags walked {} per page, {} repositories walked in the catalog, {} cross-repository mounts.\n\n{table}",
+         Workloads: {} × {} MiB blobs pushed {} in parallel (monolithic; chunked in {} MiB PATCHes), {} distinct \
+         manifests pushed {} in parallel, {} × 4 KiB blobs, pulls at {:?} in parallel (sha256-verified, then \
+         length-only; one client reads the set once, more read it {} times), manifest GET/HEAD by tag and digest with \
+         {} clients for {} s each, {} tags walked {} per page, {} repositories walked in the catalog, {} \
+         cross-repository mounts.\n\n{table}",
         args.runs,
         machine(),
         sizes.big_count,
         sizes.big_size >> 20,
+        sizes.push_parallel,
         sizes.chunk >> 20,
+        sizes.manifests,
+        sizes.push_parallel,
         sizes.small_count,
         sizes.pulls,
         sizes.pull_rounds,
@@ -565,10 +334,7 @@ async fn main() -> Result<()> {
         sizes.tag_page,
         sizes.repos,
         sizes.mounts,
-    );
-    write_section(&args.out, "main", &report)?;
-    eprintln!("wrote {} and {}", args.out.display(), args.json.display());
-    Ok(())
+    )
 }
 
 /// Replaces the generated section `name` of the Markdown report (between its markers),
@@ -605,49 +371,7 @@ async fn scaling_main(args: &Args) -> Result<()> {
             blob_size: 2 << 20,
         }
     };
-    let mut clients: Vec<(Kind, Figures)> = Vec::new();
-    let mut listings: Vec<(Kind, Figures)> = Vec::new();
-    let mut keep = Vec::new();
-    for kind in [Kind::Berth, Kind::Distribution] {
-        if args.only.is_some_and(|k| k != kind) {
-            continue;
-        }
-        eprintln!("scaling: {}", kind.name());
-        let srv = start(kind, args).await?;
-        let ctx = Ctx {
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(512)
-                .build()?,
-            base: srv.base.clone(),
-        };
-        let hour = Duration::from_secs(3600);
-        if args.wants("clients") {
-            let mut f = Figures::new();
-            scaling::bounded(
-                "clients",
-                hour,
-                scaling::clients(&ctx, &scale, || srv.cpu_seconds(), &mut f),
-            )
-            .await
-            .with_context(|| kind.name())?;
-            f.insert("peak_rss_mib", srv.peak_rss_mib());
-            clients.push((kind, f));
-        }
-        if kind == Kind::Berth && args.wants("listings") {
-            let mut f = Figures::new();
-            scaling::bounded("listings", hour, scaling::listings(&ctx, &scale, &mut f))
-                .await
-                .with_context(|| kind.name())?;
-            f.insert("peak_rss_mib", srv.peak_rss_mib());
-            listings.push((kind, f));
-        }
-        keep.extend(srv.into_dir());
-    }
-    if args.data_dir.is_some() {
-        for dir in keep.drain(..) {
-            let _ = dir.keep();
-        }
-    }
+    let (clients, listings) = scaling_runs(args, &scale).await?;
     let write = !(args.quick || args.only.is_some());
     let clients_text = format!(
         "## How cost grows with clients\n\nOne run of each registry: {} fresh blobs of {} MiB pushed (monolithic) and \
@@ -673,22 +397,71 @@ async fn scaling_main(args: &Args) -> Result<()> {
         }
         let table = side_by_side(&results);
         println!("{table}");
-        if !write {
-            continue;
+        if write {
+            write_scaling(args, name, &results, &format!("{text}{table}"))?;
         }
-        let json = serde_json::json!({
-            "machine": machine(),
-            "section": name,
-            "runs": results.iter().map(|(k, f)| serde_json::json!({"registry": k.name(), "figures": f})).collect::<Vec<_>>(),
-        });
-        let json_path = args.json.with_file_name(format!("{name}.json"));
-        std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
-        write_section(&args.out, name, &format!("{text}{table}"))?;
-        eprintln!("wrote {} and {}", args.out.display(), json_path.display());
     }
     if !write {
         println!("quick or partial run: the report is left as it was.");
     }
+    Ok(())
+}
+
+/// Each registry's client-scaling figures and (Berth's) listing figures.
+async fn scaling_runs(args: &Args, scale: &scaling::Scale) -> Result<(Runs, Runs)> {
+    let (mut clients, mut listings, mut keep) = (Vec::new(), Vec::new(), Vec::new());
+    let hour = Duration::from_secs(3600);
+    for kind in [Kind::Berth, Kind::Distribution] {
+        if args.only.is_some_and(|k| k != kind) {
+            continue;
+        }
+        eprintln!("scaling: {}", kind.name());
+        let srv = start(kind, args).await?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(512)
+            .build()?;
+        let ctx = Ctx {
+            client,
+            base: srv.base.clone(),
+        };
+        if args.wants("clients") {
+            let mut f = Figures::new();
+            let phase = scaling::clients(&ctx, scale, || srv.cpu_seconds(), &mut f);
+            scaling::bounded("clients", hour, phase)
+                .await
+                .with_context(|| kind.name())?;
+            f.insert("peak_rss_mib", srv.peak_rss_mib());
+            clients.push((kind, f));
+        }
+        if kind == Kind::Berth && args.wants("listings") {
+            let mut f = Figures::new();
+            scaling::bounded("listings", hour, scaling::listings(&ctx, scale, &mut f))
+                .await
+                .with_context(|| kind.name())?;
+            f.insert("peak_rss_mib", srv.peak_rss_mib());
+            listings.push((kind, f));
+        }
+        keep.extend(srv.into_dir());
+    }
+    if args.data_dir.is_some() {
+        for dir in keep.drain(..) {
+            let _ = dir.keep();
+        }
+    }
+    Ok((clients, listings))
+}
+
+/// Writes one scaling section of the report and its JSON record.
+fn write_scaling(args: &Args, name: &str, results: &Runs, text: &str) -> Result<()> {
+    let json = serde_json::json!({
+        "machine": machine(),
+        "section": name,
+        "runs": results.iter().map(|(k, f)| serde_json::json!({"registry": k.name(), "figures": f})).collect::<Vec<_>>(),
+    });
+    let json_path = args.json.with_file_name(format!("{name}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)?;
+    write_section(&args.out, name, text)?;
+    eprintln!("wrote {} and {}", args.out.display(), json_path.display());
     Ok(())
 }
 

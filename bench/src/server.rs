@@ -37,6 +37,47 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
+/// Starts Berth on `dir`/data and an ephemeral port; the address it printed.
+fn spawn_berth(berth: &Path, dir: &Path) -> Result<(Child, String)> {
+    let mut child = Command::new(berth)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", berth.display()))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    Ok((child, addr))
+}
+
+/// Starts Distribution on `dir`/data (with deletes enabled) and a free port.
+fn spawn_distribution(distribution: &Path, dir: &Path) -> Result<(Child, String)> {
+    let port = free_port()?;
+    let root = dir.join("data");
+    let config = format!(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        root.display()
+    );
+    let cfg = dir.join("config.yml");
+    std::fs::write(&cfg, config)?;
+    let child = Command::new(distribution)
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", distribution.display()))?;
+    Ok((child, format!("127.0.0.1:{port}")))
+}
+
 impl Server {
     /// Starts `kind` on a fresh data directory under `parent` (the system's temporary
     /// directory when `None`).
@@ -67,43 +108,8 @@ impl Server {
         let _ = Command::new("sync").status();
         let t0 = Instant::now();
         let (mut child, addr) = match kind {
-            Kind::Berth => {
-                let mut child = Command::new(berth)
-                    .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-                    .arg(dir.path().join("data"))
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .with_context(|| format!("starting {}", berth.display()))?;
-                let mut line = String::new();
-                BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-                let addr = line
-                    .trim()
-                    .rsplit("http://")
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
-                (child, addr)
-            }
-            Kind::Distribution => {
-                let port = free_port()?;
-                let root = dir.path().join("data");
-                let config = format!(
-                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                    root.display()
-                );
-                let cfg = dir.path().join("config.yml");
-                std::fs::write(&cfg, config)?;
-                let child = Command::new(distribution)
-                    .arg("serve")
-                    .arg(&cfg)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .with_context(|| format!("starting {}", distribution.display()))?;
-                (child, format!("127.0.0.1:{port}"))
-            }
+            Kind::Berth => spawn_berth(berth, dir.path())?,
+            Kind::Distribution => spawn_distribution(distribution, dir.path())?,
         };
         let base = format!("http://{addr}");
         loop {

@@ -230,16 +230,28 @@ where
 
 /// An OCI manifest over a config and layers, as bytes.
 pub fn manifest(config: &Blob, layers: &[Blob]) -> Bytes {
+    image_manifest(config, layers, None)
+}
+
+/// An image manifest over `config` and `layers` made distinct by the annotation `n`.
+pub fn numbered_manifest(config: &Blob, layers: &[Blob], n: usize) -> Bytes {
+    image_manifest(config, layers, Some(n))
+}
+
+fn image_manifest(config: &Blob, layers: &[Blob], n: Option<usize>) -> Bytes {
     let layers: Vec<serde_json::Value> = layers
         .iter()
         .map(|l| serde_json::json!({"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":l.digest,"size":l.data.len()}))
         .collect();
-    let m = serde_json::json!({
+    let mut m = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType":"application/vnd.oci.image.config.v1+json","digest":config.digest,"size":config.data.len()},
         "layers": layers,
     });
+    if let Some(n) = n {
+        m["annotations"] = serde_json::json!({"org.example.n": n.to_string()});
+    }
     Bytes::from(serde_json::to_vec(&m).unwrap_or_default())
 }
 

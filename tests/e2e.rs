@@ -18,5 +18,6 @@ mod e2e {
     pub mod pull;
     pub mod push;
     pub mod restart;
+    pub mod s3;
     pub mod strictness;
 }

@@ -34,6 +34,13 @@ impl TestRegistry {
 
     /// A registry on `data` with extra command-line arguments.
     pub fn spawn_with(data: &Path, args: &[&str]) -> TestRegistry {
+        let mut all = vec!["--data", data.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        TestRegistry::spawn_in(data, &all)
+    }
+
+    /// A registry started with `args` (its whole configuration), logging into `dir`.
+    pub fn spawn_in(data: &Path, args: &[&str]) -> TestRegistry {
         std::fs::create_dir_all(data).expect("data dir");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -41,8 +48,7 @@ impl TestRegistry {
             .open(data.join("server.log"))
             .expect("server log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -147,6 +153,27 @@ impl TestRegistry {
             .send()
             .await
             .expect("PUT manifest")
+    }
+
+    /// Sends `bytes` to the session at `location` as the chunk starting at `start`.
+    pub async fn patch_chunk(&self, location: &str, start: usize, bytes: &[u8]) -> Response {
+        let range = format!("{start}-{}", start + bytes.len() - 1);
+        self.req(Method::PATCH, location)
+            .header("content-type", "application/octet-stream")
+            .header("content-range", range)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    /// Finishes the session at `location` with `digest` and no body.
+    pub async fn finish_upload(&self, location: &str, digest: &str) -> Response {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        self.req(Method::PUT, &format!("{location}{sep}digest={digest}"))
+            .send()
+            .await
+            .expect("PUT")
     }
 
     /// Pushes every blob of an image and its manifest under `reference`.

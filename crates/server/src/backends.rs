@@ -21,6 +21,31 @@ pub async fn blob_store(storage: &StorageConfig) -> anyhow::Result<Arc<dyn BlobS
             .context("opening the data directory")??;
             Ok(Arc::new(store))
         }
+        StorageConfig::S3 {
+            bucket,
+            prefix,
+            region,
+            endpoint,
+            path_style,
+            access_key_id,
+            secret_access_key,
+            redirect,
+        } => {
+            let opts = berth_store::s3::S3Options {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                region: region.clone(),
+                endpoint: endpoint.clone(),
+                path_style: *path_style,
+                access_key_id: access_key_id.clone(),
+                secret_access_key: secret_access_key.clone(),
+                redirect: *redirect,
+                part_size: None,
+            };
+            let store = berth_store::s3::S3Store::open(&opts)
+                .with_context(|| format!("opening bucket {bucket}"))?;
+            Ok(Arc::new(store))
+        }
     }
 }
 

@@ -225,8 +225,8 @@ impl Default for ServerConfig {
     }
 }
 
-/// Where blobs live, by `type`: `"fs"`, a local directory (the default). A `[storage]`
-/// table without a `type` is an `fs` one.
+/// Where blobs live, by `type`: `"fs"`, a local directory (the default), or `"s3"`, a
+/// bucket of any S3-compatible server. A `[storage]` table without a `type` is an `fs` one.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum StorageConfig {
@@ -235,6 +235,31 @@ pub enum StorageConfig {
         #[serde(default = "default_data_dir")]
         path: PathBuf,
     },
+    S3 {
+        bucket: String,
+        /// A key prefix for everything Berth keeps there.
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        region: Option<String>,
+        /// An S3-compatible server; unset: AWS.
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        path_style: bool,
+        /// Unset: the usual AWS environment, profile or role.
+        #[serde(default)]
+        access_key_id: Option<String>,
+        #[serde(default)]
+        secret_access_key: Option<String>,
+        /// Blob GETs answer 307 to a presigned URL (else the node streams the bytes).
+        #[serde(default = "yes")]
+        redirect: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_data_dir() -> PathBuf {
@@ -395,6 +420,9 @@ impl Config {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         self.listen_addr()?;
+        if matches!(self.storage, StorageConfig::S3 { .. }) && self.database.url.is_none() {
+            bail!("storage type \"s3\" needs a [database] url, such as sqlite:///var/lib/berth/meta.db");
+        }
         log_filter(&self.log.level).with_context(|| {
             format!(
                 "log.level {:?}: levels per target, like \"info\" or \"berth_server=debug,warn\"",
@@ -464,17 +492,22 @@ impl Config {
 
     /// The database: the configured one, else SQLite in the data directory.
     pub fn database_url(&self) -> DatabaseUrl {
-        match (&self.database.url, &self.storage) {
-            (Some(u), _) => u.clone(),
-            (None, StorageConfig::Fs { path }) => DatabaseUrl::Sqlite(path.join("meta.db")),
+        match &self.database.url {
+            Some(u) => u.clone(),
+            None => DatabaseUrl::Sqlite(self.data_dir().join("meta.db")),
         }
     }
 
     /// The local directory Berth keeps its own files in (the default database, the token
-    /// key): the filesystem store's data directory.
-    pub fn data_dir(&self) -> &Path {
-        match &self.storage {
-            StorageConfig::Fs { path } => path,
+    /// key): the filesystem store's data directory; with object storage, the directory of
+    /// the SQLite database, else `./berth-data`.
+    pub fn data_dir(&self) -> PathBuf {
+        match (&self.storage, &self.database.url) {
+            (StorageConfig::Fs { path }, _) => path.clone(),
+            (StorageConfig::S3 { .. }, Some(DatabaseUrl::Sqlite(db))) => {
+                db.parent().map_or_else(default_data_dir, Path::to_path_buf)
+            }
+            (StorageConfig::S3 { .. }, None) => default_data_dir(),
         }
     }
 
@@ -556,6 +589,24 @@ mod tests {
         assert_eq!(c.auth.token_ttl_secs, d.auth.token_ttl_secs);
         assert_eq!(c.auth.login_burst, d.auth.login_burst);
         assert!(!c.auth.enabled() && c.tls.is_none());
+        // The S3 table, commented out there, parses too.
+        let s3: String = text
+            .split("# [storage]\n")
+            .nth(1)
+            .and_then(|t| t.split("\n\n").next())
+            .expect("the commented S3 table")
+            .lines()
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let c = Config::parse(&format!(
+            "[storage]\n{s3}[database]\nurl = \"sqlite:///m.db\"\n"
+        ))
+        .expect("the S3 table parses");
+        assert!(matches!(
+            c.storage,
+            StorageConfig::S3 { redirect: true, .. }
+        ));
+        assert_eq!(c.data_dir(), PathBuf::from("/"));
     }
 
     #[test]
@@ -608,5 +659,7 @@ mod tests {
         let e = Config::parse("[database]\nurl = \"mysql://x\"").unwrap_err();
         assert!(format!("{e:#}").contains("use sqlite://PATH"), "{e:#}");
         assert!(Config::parse("[storage]\ntype = \"fs\"\nbucket = \"b\"").is_err());
+        let e = Config::parse("[storage]\ntype = \"s3\"\nbucket = \"b\"").unwrap_err();
+        assert!(format!("{e:#}").contains("needs a [database] url"), "{e:#}");
     }
 }

@@ -890,7 +890,7 @@ mod tests {
 
     /// The contract, one test per promise, each on a new directory.
     mod contract {
-        crate::store_contract_tests!(async { super::open() });
+        crate::store_contract_tests!(async { Some(super::open()) });
     }
 
     /// With every write buffer lent and every read permit taken (many concurrent clients),

@@ -4,6 +4,7 @@
 //! - [`BlobStore`]: the contract every backend keeps (its method docs are the contract, and
 //!   [`testsuite`] checks exactly those sentences).
 //! - [`fs`]: the default backend on a local filesystem.
+//! - [`s3`]: S3-compatible object storage, for several nodes sharing one bucket.
 //! - [`memory`]: an in-process backend for domain tests.
 
 use async_trait::async_trait;
@@ -16,6 +17,8 @@ use std::time::SystemTime;
 #[cfg(feature = "fs")]
 pub mod fs;
 pub mod memory;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod testsuite;
 
 /// A stream of body bytes, in or out.

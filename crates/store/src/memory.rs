@@ -165,6 +165,6 @@ impl MemoryStore {
 mod tests {
     /// The contract, one test per promise, each on a new store.
     mod contract {
-        crate::store_contract_tests!(async { (super::super::MemoryStore::new(), ()) });
+        crate::store_contract_tests!(async { Some((super::super::MemoryStore::new(), ())) });
     }
 }

@@ -1,6 +1,7 @@
 //! The contract every [`BlobStore`] backend passes: one test per promise of the trait's
 //! method docs, named after it. A backend runs them all with [`store_contract_tests!`], given
-//! an async expression that opens a fresh store (and a guard that keeps it alive).
+//! an async expression that opens a fresh store (and a guard that keeps it alive), or `None`
+//! when the server it needs is not there (see [`crate::s3`]'s tests).
 
 use crate::Durability::{Durable, UntilCommit};
 use crate::{BlobRead, BlobStore, ByteStream, ReadAs, StoreError, UploadToken};
@@ -20,7 +21,9 @@ macro_rules! store_contract_tests {
         $(
             #[tokio::test]
             async fn $name() {
-                let (store, _guard) = $open.await;
+                let Some((store, _guard)) = $open.await else {
+                    return;
+                };
                 $crate::testsuite::$name(&store).await;
             }
         )*
@@ -70,6 +73,11 @@ async fn read(
             out
         }
     }
+}
+
+/// A committed blob's bytes, whole, as a stream.
+pub async fn read_all_bytes(store: &dyn BlobStore, d: &Digest) -> Vec<u8> {
+    read(store, d, None, ReadAs::STREAM).await
 }
 
 async fn collect(s: ByteStream<'_>) -> Vec<u8> {

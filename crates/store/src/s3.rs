@@ -1,0 +1,603 @@
+//! The S3-compatible blob store, on `object_store`: for several nodes sharing one bucket.
+//!
+//! Keys under the configured prefix:
+//!
+//! ```text
+//! blobs/<algorithm>/<hex>         committed blobs, immutable
+//! uploads/<id>/data               the multipart upload of a session (complete only at commit)
+//! uploads/<id>/tail-<length>      the bytes past the last full part, when an upload stands at <length>
+//! ```
+//!
+//! An upload maps onto an S3 multipart upload. S3 wants parts of at least 5 MiB (but the
+//! last), and a PATCH may be smaller: the bytes past the last full part are kept in the
+//! bucket as a tail object, never in a node's memory across requests, and the next append
+//! starts its next part with them. The token holds the multipart id and the parts' ETags; a
+//! tail's key is named by the length the upload stands at, so a new tail never overwrites
+//! the one an older token names (an append is all or nothing: until the caller saves its
+//! token, the previous one still describes the upload). A commit completes the multipart
+//! upload and copies the object under its digest inside S3; the blob's bytes pass through
+//! the node once, but for a tail, which goes up as the last part.
+
+use crate::{
+    BlobEntry, BlobRead, BlobStore, ByteStream, Durability, ReadAs, Result, StoreError, UploadToken,
+};
+use async_trait::async_trait;
+use berth_oci::{Digest, ErrorKind, UploadId};
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Bytes in each part but the last: above S3's floor of 5 MiB, and 10,000 parts make 80 GB.
+const PART: usize = 8 << 20;
+/// S3's smallest part but the last.
+pub const MIN_PART: usize = 5 << 20;
+/// How long a presigned blob URL stays good.
+const URL_LIFETIME: Duration = Duration::from_secs(20 * 60);
+
+/// Where the store is and how to reach it.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub bucket: String,
+    /// A key prefix under which everything is kept (none: the bucket's root).
+    pub prefix: Option<String>,
+    pub region: Option<String>,
+    /// Any S3-compatible server; `None`: AWS.
+    pub endpoint: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as most S3-compatible servers want.
+    pub path_style: bool,
+    /// Credentials; `None`: the usual AWS environment, profile or role.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Whether blob reads may answer a presigned URL instead of the bytes.
+    pub redirect: bool,
+    /// Bytes in each part but the last (`None`: 8 MiB; at least [`MIN_PART`]).
+    pub part_size: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct S3Store {
+    s3: Arc<AmazonS3>,
+    prefix: Path,
+    redirect: bool,
+    part: usize,
+}
+
+/// The backend's own progress of an upload, the opaque part of its token.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    /// The multipart upload, once a first part went up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    multipart: Option<String>,
+    /// The ETags of the full parts, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    parts: Vec<String>,
+    /// Bytes in each full part (a session keeps the size it started with).
+    #[serde(default)]
+    part: u64,
+    /// Bytes in the tail object (past the last full part).
+    #[serde(default)]
+    tail: u64,
+}
+
+impl Progress {
+    /// The progress `at` carries, checked against its length; a new upload's parts are
+    /// `part` bytes.
+    fn of(at: &UploadToken, part: usize) -> Result<Progress> {
+        if at.progress.is_empty() {
+            let p = Progress {
+                part: part as u64,
+                ..Progress::default()
+            };
+            return p.holding(at.len);
+        }
+        let p: Progress =
+            serde_json::from_slice(&at.progress).map_err(|e| StoreError::Backend {
+                kind: ErrorKind::Corrupt,
+                message: format!("upload progress: {e}"),
+            })?;
+        p.holding(at.len)
+    }
+
+    /// This progress if its parts and tail hold `len` bytes, else `Offset`.
+    fn holding(self, len: u64) -> Result<Progress> {
+        let held = self.parts.len() as u64 * self.part + self.tail;
+        if held != len {
+            return Err(StoreError::Offset {
+                expected: len,
+                actual: held,
+            });
+        }
+        Ok(self)
+    }
+
+    fn token(&self, len: u64) -> UploadToken {
+        UploadToken {
+            len,
+            progress: serde_json::to_vec(self).unwrap_or_default(),
+        }
+    }
+
+    fn part_ids(&self) -> Vec<PartId> {
+        let id = |e: &String| PartId {
+            content_id: e.clone(),
+        };
+        self.parts.iter().map(id).collect()
+    }
+}
+
+/// An `object_store` failure as a store error of the right kind.
+fn failed(e: object_store::Error) -> StoreError {
+    use object_store::Error as E;
+    let kind = match &e {
+        E::NotFound { .. } => return StoreError::NotFound,
+        E::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+        E::Precondition { .. } | E::NotModified { .. } => ErrorKind::Conflict,
+        E::Generic { .. } => ErrorKind::Unavailable,
+        _ => ErrorKind::Other,
+    };
+    StoreError::Backend {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+impl S3Store {
+    /// A store on the bucket `opts` names. Nothing is sent until it is used.
+    pub fn open(opts: &S3Options) -> Result<S3Store> {
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(&opts.bucket)
+            .with_virtual_hosted_style_request(!opts.path_style);
+        if let Some(region) = &opts.region {
+            b = b.with_region(region);
+        }
+        if let Some(endpoint) = &opts.endpoint {
+            b = b
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let (Some(id), Some(secret)) = (&opts.access_key_id, &opts.secret_access_key) {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        let s3 = b.build().map_err(failed)?;
+        Ok(S3Store {
+            s3: Arc::new(s3),
+            prefix: Path::from(opts.prefix.clone().unwrap_or_default()),
+            redirect: opts.redirect,
+            part: opts.part_size.unwrap_or(PART).max(MIN_PART),
+        })
+    }
+
+    fn key(&self, parts: &[&str]) -> Path {
+        let mut p = self.prefix.clone();
+        for part in parts {
+            p = p.join(*part);
+        }
+        p
+    }
+
+    fn blob_key(&self, d: &Digest) -> Path {
+        self.key(&["blobs", d.algorithm().as_str(), d.hex()])
+    }
+
+    fn data_key(&self, id: &UploadId) -> Path {
+        self.key(&["uploads", id.as_str(), "data"])
+    }
+
+    fn tail_key(&self, id: &UploadId, len: u64) -> Path {
+        self.key(&["uploads", id.as_str(), &format!("tail-{len}")])
+    }
+
+    /// The bytes of the tail of the upload standing at `at` (none when it has none).
+    async fn tail(&self, id: &UploadId, at: &UploadToken, p: &Progress) -> Result<Bytes> {
+        if p.tail == 0 {
+            return Ok(Bytes::new());
+        }
+        let got = self
+            .s3
+            .get(&self.tail_key(id, at.len))
+            .await
+            .map_err(failed)?;
+        let bytes = got.bytes().await.map_err(failed)?;
+        if bytes.len() as u64 != p.tail {
+            return Err(StoreError::Offset {
+                expected: at.len,
+                actual: at.len - p.tail + bytes.len() as u64,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Sends one full part, starting the multipart upload with the first.
+    async fn send_part(&self, id: &UploadId, p: &mut Progress, part: Bytes) -> Result<()> {
+        let key = self.data_key(id);
+        let multipart = match &p.multipart {
+            Some(m) => m.clone(),
+            None => {
+                let m = self.s3.create_multipart(&key).await.map_err(failed)?;
+                p.multipart = Some(m.clone());
+                m
+            }
+        };
+        let idx = p.parts.len();
+        let sent = self
+            .s3
+            .put_part(&key, &multipart, idx, PutPayload::from(part));
+        p.parts.push(sent.await.map_err(failed)?.content_id);
+        Ok(())
+    }
+
+    /// Streams `body` after the tail `buf` into full parts; returns what is left (less than
+    /// a part) and the body's length.
+    async fn fill_parts(
+        &self,
+        id: &UploadId,
+        p: &mut Progress,
+        mut buf: BytesMut,
+        mut body: ByteStream<'_>,
+    ) -> Result<(BytesMut, u64)> {
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(StoreError::Body)?;
+            received += chunk.len() as u64;
+            buf.extend_from_slice(&chunk);
+            let size = p.part as usize;
+            while buf.len() >= size {
+                let part = buf.split_to(size).freeze();
+                self.send_part(id, p, part).await?;
+            }
+        }
+        Ok((buf, received))
+    }
+
+    /// The multipart upload completed into the object under `data_key` (the tail sent as its
+    /// last part), or the tail alone when the upload never filled a part.
+    async fn complete(&self, id: &UploadId, at: &UploadToken, p: &Progress) -> Result<Path> {
+        let Some(multipart) = &p.multipart else {
+            return Ok(self.tail_key(id, at.len));
+        };
+        let mut p = p.clone();
+        let tail = self.tail(id, at, &p).await?;
+        if !tail.is_empty() {
+            self.send_part(id, &mut p, tail).await?;
+        }
+        let key = self.data_key(id);
+        let parts = p.part_ids();
+        self.s3
+            .complete_multipart(&key, multipart, parts)
+            .await
+            .map_err(failed)?;
+        Ok(key)
+    }
+
+    /// Removes every object under `uploads/<id>/`.
+    async fn remove_upload_objects(&self, id: &UploadId) -> Result<()> {
+        let prefix = self.key(&["uploads", id.as_str()]);
+        let keys = self.s3.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+        let mut deleted = self.s3.delete_stream(keys);
+        while let Some(r) = deleted.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3Store {
+    async fn stat(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self.s3.head(&self.blob_key(digest)).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+        read_as: ReadAs,
+    ) -> Result<BlobRead> {
+        let key = self.blob_key(digest);
+        if read_as.redirect && self.redirect {
+            let get = object_store::signer::Method::GET;
+            let url = self.s3.signed_url(get, &key, URL_LIFETIME).await;
+            return Ok(BlobRead::Redirect(url.map_err(failed)?.to_string()));
+        }
+        let opts = GetOptions {
+            range: range.map(|(start, end)| GetRange::Bounded(start..end + 1)),
+            ..GetOptions::default()
+        };
+        let got = self.s3.get_opts(&key, opts).await.map_err(failed)?;
+        let stream = got.into_stream().map_err(std::io::Error::other).boxed();
+        Ok(BlobRead::Stream(stream))
+    }
+
+    async fn put(&self, digest: &Digest, bytes: Bytes) -> Result<()> {
+        let key = self.blob_key(digest);
+        self.s3
+            .put(&key, PutPayload::from(bytes))
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<()> {
+        match self.s3.delete(&self.blob_key(digest)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    fn list(&self) -> BoxStream<'_, Result<BlobEntry>> {
+        let prefix = self.key(&["blobs"]);
+        self.s3
+            .list(Some(&prefix))
+            .map_err(failed)
+            .try_filter_map(|m| async move {
+                let mut parts = m.location.parts().collect::<Vec<_>>().into_iter().rev();
+                let (Some(hex), Some(alg)) = (parts.next(), parts.next()) else {
+                    return Ok(None);
+                };
+                // Anything else in there is not ours to count (or to delete).
+                let digest = format!("{}:{}", alg.as_ref(), hex.as_ref()).parse::<Digest>();
+                Ok(digest.ok().map(|digest| BlobEntry {
+                    digest,
+                    size: m.size,
+                    modified: SystemTime::from(m.last_modified),
+                }))
+            })
+            .boxed()
+    }
+
+    fn uploads(&self) -> BoxStream<'_, Result<(UploadId, SystemTime)>> {
+        // Tails only: a multipart upload is not listed, and ends with its session record.
+        let prefix = self.key(&["uploads"]);
+        self.s3
+            .list(Some(&prefix))
+            .map_err(failed)
+            .try_filter_map(|m| async move {
+                let mut parts = m.location.parts().collect::<Vec<_>>().into_iter().rev();
+                let (_, id) = (parts.next(), parts.next());
+                let id = id.and_then(|id| id.as_ref().parse::<UploadId>().ok());
+                Ok(id.map(|id| (id, SystemTime::from(m.last_modified))))
+            })
+            .boxed()
+    }
+
+    async fn append(
+        &self,
+        id: &UploadId,
+        at: &UploadToken,
+        body: ByteStream<'_>,
+        _: Durability,
+    ) -> Result<UploadToken> {
+        let mut p = Progress::of(at, self.part)?;
+        let started = p.multipart.is_none();
+        let mut buf = BytesMut::with_capacity(p.part as usize);
+        buf.extend_from_slice(&self.tail(id, at, &p).await?);
+        let filled = self.fill_parts(id, &mut p, buf, body).await;
+        let stored = match filled {
+            Ok((rest, received)) => {
+                p.tail = rest.len() as u64;
+                let len = at.len + received;
+                let tail = PutPayload::from(rest.freeze());
+                match p.tail {
+                    0 => Ok(len),
+                    _ => self
+                        .s3
+                        .put(&self.tail_key(id, len), tail)
+                        .await
+                        .map(|_| len),
+                }
+                .map_err(failed)
+            }
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(len) => Ok(p.token(len)),
+            Err(e) => {
+                if let (true, Some(m)) = (started, &p.multipart) {
+                    // Started here and named by no saved token: nobody else would end it.
+                    self.s3.abort_multipart(&self.data_key(id), m).await.ok();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn holds(&self, id: &UploadId, at: &UploadToken) -> Result<bool> {
+        let p = Progress::of(at, self.part)?;
+        if p.tail == 0 {
+            // Parts cannot be looked at before the upload completes: a gone upload shows
+            // itself at the next append or commit.
+            return Ok(true);
+        }
+        match self.s3.head(&self.tail_key(id, at.len)).await {
+            Ok(m) if m.size == p.tail => Ok(true),
+            Ok(m) => Err(StoreError::Offset {
+                expected: at.len,
+                actual: at.len - p.tail + m.size,
+            }),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    async fn commit(&self, id: &UploadId, at: &UploadToken, digest: &Digest) -> Result<u64> {
+        let p = Progress::of(at, self.part)?;
+        let target = self.blob_key(digest);
+        if at.len == 0 {
+            self.s3
+                .put(&target, PutPayload::default())
+                .await
+                .map_err(failed)?;
+            return Ok(0);
+        }
+        let source = self.complete(id, at, &p).await?;
+        // Inside S3: the bytes do not come back through this node.
+        self.s3.copy(&source, &target).await.map_err(failed)?;
+        self.remove_upload_objects(id).await?;
+        Ok(at.len)
+    }
+
+    async fn abort(&self, id: &UploadId, at: Option<&UploadToken>) -> Result<()> {
+        if let Some(m) = at
+            .map(|at| Progress::of(at, self.part))
+            .transpose()?
+            .and_then(|p| p.multipart)
+        {
+            match self.s3.abort_multipart(&self.data_key(id), &m).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        self.remove_upload_objects(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{S3Options, S3Store, MIN_PART};
+    use crate::{BlobRead, BlobStore, Durability, ReadAs, UploadToken};
+    use berth_oci::{Digest, UploadId};
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    /// Options for a fresh prefix of the bucket `berth-test` on the S3 server at
+    /// `BERTH_TEST_S3`, which CI starts (parts at S3's floor, so that small tests make
+    /// several). Without it the tests are skipped, except under CI, where that fails.
+    fn options() -> Option<S3Options> {
+        let Ok(endpoint) = std::env::var("BERTH_TEST_S3") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must start an S3 server and set BERTH_TEST_S3"
+            );
+            eprintln!("BERTH_TEST_S3 is not set: S3 tests skipped");
+            return None;
+        };
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Some(S3Options {
+            bucket: "berth-test".into(),
+            prefix: Some(format!("t{t}-{}-{n}", std::process::id())),
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint),
+            path_style: true,
+            access_key_id: Some("berth-test".into()),
+            secret_access_key: Some("berth-test-secret".into()),
+            redirect: false,
+            part_size: Some(MIN_PART),
+        })
+    }
+
+    fn open() -> Option<(S3Store, ())> {
+        options().map(|o| (S3Store::open(&o).expect("open"), ()))
+    }
+
+    /// The contract, one test per promise, each under a new prefix.
+    mod contract {
+        crate::store_contract_tests!(async { super::open() });
+    }
+
+    fn pattern(len: usize) -> Bytes {
+        let v: Vec<u8> = (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        Bytes::from(v)
+    }
+
+    fn body(b: Bytes) -> crate::ByteStream<'static> {
+        futures::stream::iter(
+            b.chunks(64 << 10)
+                .map(Bytes::copy_from_slice)
+                .map(Ok)
+                .collect::<Vec<_>>(),
+        )
+        .boxed()
+    }
+
+    /// An upload larger than a part: appends of 3, 6 and 4 MiB (one ends inside a part, one
+    /// fills it and more), one of them retried from the previous token after its first try's
+    /// token was never saved, then committed whole.
+    #[tokio::test]
+    async fn uploads_span_parts_and_tails_and_retries_from_a_saved_token() {
+        let Some((store, ())) = open() else { return };
+        let data = pattern(13 << 20);
+        let id: UploadId = "multipart-1".parse().unwrap();
+        let mut at = UploadToken::default();
+        for (i, (from, to)) in [(0, 3 << 20), (3 << 20, 9 << 20), (9 << 20, 13 << 20)]
+            .into_iter()
+            .enumerate()
+        {
+            if i == 1 {
+                // A first try whose token nobody saved.
+                let lost = data.slice(from..to - 1000);
+                store
+                    .append(&id, &at, body(lost), Durability::Durable)
+                    .await
+                    .unwrap();
+            }
+            let chunk = data.slice(from..to);
+            at = store
+                .append(&id, &at, body(chunk), Durability::Durable)
+                .await
+                .unwrap();
+            assert_eq!(at.len, to as u64);
+        }
+        assert!(store.holds(&id, &at).await.unwrap());
+        let d = Digest::sha256(&data);
+        assert_eq!(store.commit(&id, &at, &d).await.unwrap(), data.len() as u64);
+        let got = crate::testsuite::read_all_bytes(&store, &d).await;
+        assert!(got == data, "the committed blob differs");
+        let left: Vec<_> = store.uploads().collect().await;
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// With redirects on, a reader that takes one gets a presigned URL that serves the blob
+    /// and honours `Range`; a reader that takes none still gets the bytes.
+    #[tokio::test]
+    async fn reads_redirect_to_a_presigned_url_that_honours_range() {
+        let Some(mut opts) = options() else { return };
+        opts.redirect = true;
+        let store = S3Store::open(&opts).unwrap();
+        let d = Digest::sha256(b"redirected content");
+        store
+            .put(&d, Bytes::from_static(b"redirected content"))
+            .await
+            .unwrap();
+        let read_as = ReadAs {
+            file: false,
+            redirect: true,
+        };
+        let BlobRead::Redirect(url) = store.read(&d, None, read_as).await.unwrap() else {
+            panic!("no redirect");
+        };
+        let client = reqwest::Client::new();
+        let whole = client.get(&url).send().await.unwrap();
+        assert_eq!(whole.bytes().await.unwrap(), &b"redirected content"[..]);
+        let part = client
+            .get(&url)
+            .header("range", "bytes=11-17")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(part.status(), 206);
+        assert_eq!(part.bytes().await.unwrap(), &b"content"[..]);
+        let streamed = crate::testsuite::read_all_bytes(&store, &d).await;
+        assert_eq!(streamed, b"redirected content");
+    }
+}

@@ -222,14 +222,22 @@ impl Registry {
         &self,
         marked: impl Iterator<Item = &'a (Digest, u64)>,
     ) -> Result<Vec<BlobGone>> {
-        let mut gone = Vec::new();
-        for (digest, size) in marked {
-            self.blobs.delete(digest).await?;
-            gone.push(BlobGone {
+        let marked: Vec<&(Digest, u64)> = marked.collect();
+        let digests: Vec<Digest> = marked.iter().map(|(d, _)| d.clone()).collect();
+        let kept: HashSet<Digest> = self
+            .blobs
+            .delete_many(&digests)
+            .await?
+            .into_iter()
+            .collect();
+        let gone: Vec<BlobGone> = marked
+            .into_iter()
+            .filter(|(d, _)| !kept.contains(d))
+            .map(|(digest, size)| BlobGone {
                 digest: digest.clone(),
                 size: *size,
-            });
-        }
+            })
+            .collect();
         let digests: Vec<Digest> = gone.iter().map(|b| b.digest.clone()).collect();
         self.meta.forget_blobs(&digests).await?;
         Ok(gone)

@@ -176,6 +176,21 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Removes a committed blob; deleting an absent blob is not an error.
     async fn delete(&self, digest: &Digest) -> Result<()>;
 
+    /// Removes committed blobs, in as few requests as the backend allows (an object store
+    /// takes a thousand keys a request); absent blobs are not an error. Returns the digests
+    /// it could not remove (they stay as they were), in no particular order. The default
+    /// deletes them one by one.
+    async fn delete_many(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        let mut failed = Vec::new();
+        for d in digests {
+            if let Err(e) = self.delete(d).await {
+                tracing::warn!(digest = %d, error = %e, "deleting a blob");
+                failed.push(d.clone());
+            }
+        }
+        Ok(failed)
+    }
+
     /// Every committed blob with its size and when it was written, in no particular order
     /// (for reconciliation with the metadata), streamed: a store may hold millions.
     fn list(&self) -> BoxStream<'_, Result<BlobEntry>>;

@@ -15,8 +15,8 @@
 //! tail's key is named by the length the upload stands at, so a new tail never overwrites
 //! the one an older token names (an append is all or nothing: until the caller saves its
 //! token, the previous one still describes the upload). A commit completes the multipart
-//! upload and copies the object under its digest inside S3; the blob's bytes pass through
-//! the node once, but for a tail, which goes up as the last part.
+//! upload (its tail copied into the last part inside S3) and copies the object under its
+//! digest inside S3: a blob's bytes go up once, whatever the sizes of its chunks.
 
 use crate::{
     BlobEntry, BlobRead, BlobStore, ByteStream, Durability, ReadAs, Result, StoreError, UploadToken,
@@ -64,6 +64,9 @@ pub struct S3Options {
 #[derive(Debug)]
 pub struct S3Store {
     s3: Arc<AmazonS3>,
+    /// For the one request `object_store` does not make: a part copied from an object.
+    http: reqwest::Client,
+    bucket: String,
     prefix: Path,
     redirect: bool,
     part: usize,
@@ -132,6 +135,13 @@ impl Progress {
     }
 }
 
+/// What S3 answers to an `UploadPartCopy`.
+#[derive(serde::Deserialize)]
+struct CopyPartResult {
+    #[serde(rename = "ETag")]
+    e_tag: String,
+}
+
 /// An `object_store` failure as a store error of the right kind.
 fn failed(e: object_store::Error) -> StoreError {
     use object_store::Error as E;
@@ -168,6 +178,8 @@ impl S3Store {
         let s3 = b.build().map_err(failed)?;
         Ok(S3Store {
             s3: Arc::new(s3),
+            http: reqwest::Client::new(),
+            bucket: opts.bucket.clone(),
             prefix: Path::from(opts.prefix.clone().unwrap_or_default()),
             redirect: opts.redirect,
             part: opts.part_size.unwrap_or(PART).max(MIN_PART),
@@ -263,9 +275,8 @@ impl S3Store {
             return Ok(self.tail_key(id, at.len));
         };
         let mut p = p.clone();
-        let tail = self.tail(id, at, &p).await?;
-        if !tail.is_empty() {
-            self.send_part(id, &mut p, tail).await?;
+        if p.tail > 0 {
+            self.copy_tail_as_part(id, at, &mut p, multipart).await?;
         }
         let key = self.data_key(id);
         let parts = p.part_ids();
@@ -274,6 +285,53 @@ impl S3Store {
             .await
             .map_err(failed)?;
         Ok(key)
+    }
+
+    /// Adds the tail object as the upload's last part, copied inside S3 (`UploadPartCopy`,
+    /// by a presigned request: `object_store` has no call for it), so that a commit sends
+    /// none of the blob's bytes again.
+    async fn copy_tail_as_part(
+        &self,
+        id: &UploadId,
+        at: &UploadToken,
+        p: &mut Progress,
+        multipart: &str,
+    ) -> Result<()> {
+        use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions};
+        let source = format!("{}/{}", self.bucket, self.tail_key(id, at.len));
+        let header = HeaderValue::from_str(&source).map_err(|e| StoreError::Backend {
+            kind: ErrorKind::Other,
+            message: format!("copy source {source:?}: {e}"),
+        })?;
+        let part = (p.parts.len() + 1).to_string();
+        let opts = SignedUrlOptions::new()
+            .with_query([("partNumber", part.as_str()), ("uploadId", multipart)])
+            .with_signed_header(HeaderName::from_static("x-amz-copy-source"), header);
+        let key = self.data_key(id);
+        let url = self
+            .s3
+            .signed_url_opts(Method::PUT, &key, URL_LIFETIME, &opts);
+        let url = url.await.map_err(failed)?;
+        let sent = self
+            .http
+            .put(url.as_str())
+            .header("x-amz-copy-source", &source);
+        let unavailable = |message: String| StoreError::Backend {
+            kind: ErrorKind::Unavailable,
+            message,
+        };
+        let r = sent.send().await.map_err(|e| unavailable(e.to_string()))?;
+        let status = r.status();
+        let body = r.text().await.map_err(|e| unavailable(e.to_string()))?;
+        if !status.is_success() {
+            return Err(unavailable(format!(
+                "copying a tail into a part: {status}: {body}"
+            )));
+        }
+        let copied: CopyPartResult = quick_xml::de::from_str(&body)
+            .map_err(|e| unavailable(format!("copying a tail into a part: {e}: {body}")))?;
+        p.parts.push(copied.e_tag);
+        Ok(())
     }
 
     /// Removes every object under `uploads/<id>/`.
@@ -336,6 +394,25 @@ impl BlobStore for S3Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(failed(e)),
         }
+    }
+
+    async fn delete_many(&self, digests: &[Digest]) -> Result<Vec<Digest>> {
+        // `object_store` sends the keys a thousand to a request (DeleteObjects).
+        let keys: Vec<_> = digests.iter().map(|d| Ok(self.blob_key(d))).collect();
+        let mut results = self.s3.delete_stream(futures::stream::iter(keys).boxed());
+        let mut done = std::collections::HashSet::new();
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(path) => done.insert(path.to_string()),
+                Err(object_store::Error::NotFound { path, .. }) => done.insert(path),
+                Err(e) => {
+                    tracing::warn!(error = %e, "deleting blobs");
+                    false
+                }
+            };
+        }
+        let kept = |d: &&Digest| !done.contains(&self.blob_key(d).to_string());
+        Ok(digests.iter().filter(kept).cloned().collect())
     }
 
     fn list(&self) -> BoxStream<'_, Result<BlobEntry>> {

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 #[macro_export]
 macro_rules! store_contract_tests {
     ($open:expr) => {
-        $crate::store_contract_tests!(@each $open; stat_sees_committed_blobs_only, read_answers_whole_blobs_and_ranges_as_stream_or_file, read_of_an_absent_blob_is_not_found, put_stores_and_stores_anew, delete_is_idempotent, list_shows_committed_blobs_with_sizes_and_times, uploads_lists_scratch_spaces_with_when_they_grew, purge_temporary_leaves_what_is_newer, append_grows_an_upload_from_its_token, append_ignores_bytes_past_its_token, a_failed_append_leaves_the_upload_at_its_token, append_refuses_a_token_the_upload_cannot_stand_at, large_bodies_arrive_byte_for_byte_in_frames_of_any_size, holds_until_commit_or_abort, read_upload_answers_what_the_token_counts, commit_makes_the_upload_a_blob_and_removes_it, commit_takes_exactly_what_the_token_counts, commit_stores_an_existing_blob_anew, abort_is_idempotent_and_an_empty_token_starts_again);
+        $crate::store_contract_tests!(@each $open; stat_sees_committed_blobs_only, read_answers_whole_blobs_and_ranges_as_stream_or_file, read_of_an_absent_blob_is_not_found, put_stores_and_stores_anew, delete_is_idempotent, delete_many_removes_each_and_ignores_absent_ones, list_shows_committed_blobs_with_sizes_and_times, uploads_lists_scratch_spaces_with_when_they_grew, purge_temporary_leaves_what_is_newer, append_grows_an_upload_from_its_token, append_ignores_bytes_past_its_token, a_failed_append_leaves_the_upload_at_its_token, append_refuses_a_token_the_upload_cannot_stand_at, large_bodies_arrive_byte_for_byte_in_frames_of_any_size, holds_until_commit_or_abort, read_upload_answers_what_the_token_counts, commit_makes_the_upload_a_blob_and_removes_it, commit_takes_exactly_what_the_token_counts, commit_stores_an_existing_blob_anew, abort_is_idempotent_and_an_empty_token_starts_again);
     };
     (@each $open:expr; $($name:ident),* $(,)?) => {
         $(
@@ -192,6 +192,23 @@ pub async fn delete_is_idempotent(store: &dyn BlobStore) {
     store.delete(&digest).await.expect("delete");
     assert_eq!(store.stat(&digest).await.expect("stat"), None);
     store.delete(&digest).await.expect("delete again");
+}
+
+/// `delete_many`: every blob named is gone, absent ones are no failure, others stay.
+pub async fn delete_many_removes_each_and_ignores_absent_ones(store: &dyn BlobStore) {
+    let a = blob(store, "many-1", b"first of many").await;
+    let b = blob(store, "many-2", b"second of many").await;
+    let kept = blob(store, "many-3", b"not named").await;
+    let absent = Digest::sha256(b"never stored");
+    let failed = store
+        .delete_many(&[a.clone(), absent, b.clone()])
+        .await
+        .expect("delete_many");
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(store.stat(&a).await.expect("stat"), None);
+    assert_eq!(store.stat(&b).await.expect("stat"), None);
+    assert_eq!(store.stat(&kept).await.expect("stat"), Some(9));
+    assert!(store.delete_many(&[]).await.expect("nothing").is_empty());
 }
 
 /// `list`: every committed blob with its size and when it was written; no upload.

@@ -161,3 +161,38 @@ async fn s3_streams_without_redirect_and_sessions_survive_a_restart() {
     assert_eq!(range.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(range.bytes().await.unwrap()[..], data[5..10]);
 }
+
+/// A bucket that cannot be reached answers 503 with `Retry-After` (a retry may succeed),
+/// not 500, and the registry goes on serving what needs no storage.
+#[tokio::test]
+async fn an_unreachable_bucket_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let config = format!(
+        "[storage]\ntype = \"s3\"\nbucket = \"b\"\nregion = \"us-east-1\"\n\
+         endpoint = \"{endpoint}\"\npath_style = true\naccess_key_id = \"k\"\n\
+         secret_access_key = \"s\"\n\n[database]\nurl = \"sqlite://{}/meta.db\"\n",
+        dir.path().display()
+    );
+    let path = dir.path().join("berth.toml");
+    std::fs::write(&path, config).unwrap();
+    let reg = TestRegistry::spawn_in(dir.path(), &["--config", path.to_str().unwrap()]);
+    let digest = sha256(b"nowhere to go");
+    let r = reg
+        .req(
+            Method::POST,
+            &format!("/v2/dead/blobs/uploads/?digest={digest}"),
+        )
+        .body(b"nowhere to go".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&r, "retry-after"), "1");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("UNAVAILABLE"), "{body}");
+    assert_eq!(reg.get("/v2/").await.status(), StatusCode::OK);
+}

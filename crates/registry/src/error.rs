@@ -72,6 +72,10 @@ pub enum Error {
     /// A failure of ours (storage, database): logged in full, answered without details.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The storage or the database cannot be reached or is overloaded now: the same request
+    /// may succeed later. Logged in full, answered without details.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -96,7 +100,7 @@ impl Error {
             }
             Error::NameUnknown(_) => ErrorCode::NameUnknown,
             Error::Unsupported(_) => ErrorCode::Unsupported,
-            Error::Internal(_) => return None,
+            Error::Internal(_) | Error::Unavailable(_) => return None,
         })
     }
 
@@ -145,13 +149,24 @@ impl From<berth_store::StoreError> for Error {
             berth_store::StoreError::Body(e) => {
                 Error::UploadInvalid(format!("reading the request body failed: {e}"))
             }
-            other => Error::Internal(other.to_string()),
+            other => Error::failure(other.kind(), other.to_string()),
         }
     }
 }
 
 impl From<berth_meta::MetaError> for Error {
     fn from(e: berth_meta::MetaError) -> Error {
-        Error::Internal(e.to_string())
+        Error::failure(e.kind(), e.to_string())
+    }
+}
+
+impl Error {
+    /// A backend's failure: `Unavailable` when retrying may cure it, else `Internal`.
+    fn failure(kind: berth_oci::ErrorKind, message: String) -> Error {
+        if kind.is_retryable() {
+            Error::Unavailable(message)
+        } else {
+            Error::Internal(message)
+        }
     }
 }

@@ -183,6 +183,17 @@ fn domain_response(e: Error) -> Response {
                 r#"{"errors":[{"code":"UNKNOWN","message":"internal server error"}]}"#.to_owned(),
             );
         }
+        Error::Unavailable(msg) => {
+            tracing::warn!(error = %msg, "backend unavailable");
+            let mut r = json(
+                503,
+                r#"{"errors":[{"code":"UNAVAILABLE","message":"storage unavailable, retry later"}]}"#
+                    .to_owned(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
         Error::UploadBusy | Error::ChunkOutOfOrder { .. } | Error::RangeNotSatisfiable { .. } => {
             416
         }

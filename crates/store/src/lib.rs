@@ -90,7 +90,7 @@ impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::NotFound => ErrorKind::NotFound,
-            StoreError::Offset { .. } => ErrorKind::Conflict,
+            StoreError::Offset { .. } => ErrorKind::Corrupt,
             StoreError::Body(_) => ErrorKind::Other,
             StoreError::Backend { kind, .. } => *kind,
         }

@@ -161,7 +161,15 @@ fn failed(e: object_store::Error) -> StoreError {
 impl S3Store {
     /// A store on the bucket `opts` names. Nothing is sent until it is used.
     pub fn open(opts: &S3Options) -> Result<S3Store> {
+        // A client waits on the request meanwhile, and retries the whole of it anyway: a few
+        // quick retries here, not `object_store`'s three minutes.
+        let retry = object_store::RetryConfig {
+            max_retries: 4,
+            retry_timeout: Duration::from_secs(15),
+            ..object_store::RetryConfig::default()
+        };
         let mut b = AmazonS3Builder::from_env()
+            .with_retry(retry)
             .with_bucket_name(&opts.bucket)
             .with_virtual_hosted_style_request(!opts.path_style);
         if let Some(region) = &opts.region {

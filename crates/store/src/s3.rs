@@ -100,12 +100,24 @@ impl Progress {
             };
             return p.holding(at.len);
         }
-        let p: Progress =
-            serde_json::from_slice(&at.progress).map_err(|e| StoreError::Backend {
-                kind: ErrorKind::Corrupt,
-                message: format!("upload progress: {e}"),
-            })?;
-        p.holding(at.len)
+        Progress::parse(at)?.holding(at.len)
+    }
+
+    /// The progress `at` carries, unchecked but for its part size.
+    fn parse(at: &UploadToken) -> Result<Progress> {
+        let corrupt = |message: String| StoreError::Backend {
+            kind: ErrorKind::Corrupt,
+            message,
+        };
+        let p: Progress = serde_json::from_slice(&at.progress)
+            .map_err(|e| corrupt(format!("upload progress: {e}")))?;
+        if p.part < MIN_PART as u64 {
+            return Err(corrupt(format!(
+                "upload progress: parts of {} bytes",
+                p.part
+            )));
+        }
+        Ok(p)
     }
 
     /// This progress if its parts and tail hold `len` bytes, else `Offset`.
@@ -536,11 +548,9 @@ impl BlobStore for S3Store {
     }
 
     async fn abort(&self, id: &UploadId, at: Option<&UploadToken>) -> Result<()> {
-        if let Some(m) = at
-            .map(|at| Progress::of(at, self.part))
-            .transpose()?
-            .and_then(|p| p.multipart)
-        {
+        // The multipart upload it names, whatever else the token says.
+        let named = at.filter(|at| !at.progress.is_empty()).map(Progress::parse);
+        if let Some(m) = named.transpose()?.and_then(|p| p.multipart) {
             match self.s3.abort_multipart(&self.data_key(id), &m).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(failed(e)),
@@ -613,6 +623,33 @@ mod tests {
                 .collect::<Vec<_>>(),
         )
         .boxed()
+    }
+
+    /// A token is checked before anything is sent: parts below S3's floor (which would
+    /// never fill) or a length its parts and tail do not hold are refused.
+    #[test]
+    fn tokens_are_checked_before_use() {
+        use crate::StoreError;
+        use berth_oci::ErrorKind;
+        let token = |len: u64, json: String| UploadToken {
+            len,
+            progress: json.into_bytes(),
+        };
+        let no_part = token(5, r#"{"tail":5}"#.into());
+        assert!(matches!(
+            super::Progress::of(&no_part, MIN_PART),
+            Err(StoreError::Backend {
+                kind: ErrorKind::Corrupt,
+                ..
+            })
+        ));
+        let one_part = format!(r#"{{"multipart":"m","parts":["e"],"part":{MIN_PART},"tail":5}}"#);
+        let held = MIN_PART as u64 + 5;
+        assert!(super::Progress::of(&token(held, one_part.clone()), MIN_PART).is_ok());
+        assert!(matches!(
+            super::Progress::of(&token(held + 1, one_part), MIN_PART),
+            Err(StoreError::Offset { .. })
+        ));
     }
 
     /// An upload larger than a part: appends of 3, 6 and 4 MiB (one ends inside a part, one

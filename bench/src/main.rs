@@ -4,13 +4,14 @@
 //! Every workload is bounded in count and time and talks to loopback only.
 
 mod phases;
+mod s3;
 mod scaling;
 mod server;
 mod workloads;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use server::{Kind, Server};
+use server::{Kind, Server, Storage};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +36,10 @@ struct Args {
     /// repositories (Berth; Distribution pages no tag list), push and pull at 1 to 256 clients.
     #[arg(long)]
     scaling: bool,
+    /// Both registries on one S3 server (moto_server, from PyPI) instead of the local disk:
+    /// pushes and pulls, and the S3 requests and bytes each spends on them.
+    #[arg(long)]
+    s3: bool,
     /// Where to write the Markdown report (not written in --quick mode).
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
@@ -146,13 +151,8 @@ fn mbps(bytes: u64, d: Duration) -> f64 {
 
 /// Starts `kind` as the arguments say, on a fresh data directory.
 async fn start(kind: Kind, args: &Args) -> Result<Server> {
-    Server::start(
-        kind,
-        &args.berth,
-        &args.distribution,
-        args.data_dir.as_deref(),
-    )
-    .await
+    let dir = args.data_dir.as_deref();
+    Server::start(kind, &args.berth, &args.distribution, dir, &Storage::Fs).await
 }
 
 /// Figure names are built once per run; leaking a few short strings keeps the map simple.
@@ -205,6 +205,20 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     if args.scaling {
         return scaling_main(&args).await;
+    }
+    if args.s3 {
+        let runs = s3::s3_main(&args).await?;
+        let (b, d) = (
+            medians(&runs, Kind::Berth),
+            medians(&runs, Kind::Distribution),
+        );
+        let table = advantage_table(&b, &d);
+        println!("{table}");
+        if !(args.quick || args.only.is_some()) {
+            let text = format!("{}{table}", s3::report(&args));
+            write_scaling(&args, "s3", &runs, &text)?;
+        }
+        return Ok(());
     }
     let sizes = if args.quick {
         Sizes::quick()

@@ -31,17 +31,45 @@ pub struct Server {
     pub startup: Duration,
 }
 
-fn free_port() -> Result<u16> {
+/// Where a registry under test keeps its blobs.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// Its data directory.
+    Fs,
+    /// A bucket (which must exist) on the S3 server at `endpoint`.
+    S3 { endpoint: String, bucket: String },
+}
+
+/// The credentials both registries present to the S3 server under test.
+const S3_KEY: (&str, &str) = ("berth-bench", "berth-bench-secret");
+
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-/// Starts Berth on `dir`/data and an ephemeral port; the address it printed.
-fn spawn_berth(berth: &Path, dir: &Path) -> Result<(Child, String)> {
-    let mut child = Command::new(berth)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("data"))
+/// Starts Berth on `dir`/data (or its bucket, with SQLite in `dir`) and an ephemeral port;
+/// the address it printed.
+fn spawn_berth(berth: &Path, dir: &Path, storage: &Storage) -> Result<(Child, String)> {
+    let mut command = Command::new(berth);
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    match storage {
+        Storage::Fs => command.arg("--data").arg(dir.join("data")),
+        Storage::S3 { endpoint, bucket } => {
+            let config = format!(
+                "[storage]\ntype = \"s3\"\nbucket = \"{bucket}\"\nregion = \"us-east-1\"\n\
+                 endpoint = \"{endpoint}\"\npath_style = true\naccess_key_id = \"{}\"\n\
+                 secret_access_key = \"{}\"\n[database]\nurl = \"sqlite://{}/meta.db\"\n",
+                S3_KEY.0,
+                S3_KEY.1,
+                dir.display()
+            );
+            std::fs::write(dir.join("berth.toml"), config)?;
+            command.arg("--config").arg(dir.join("berth.toml"))
+        }
+    };
+    let mut child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -58,17 +86,33 @@ fn spawn_berth(berth: &Path, dir: &Path) -> Result<(Child, String)> {
     Ok((child, addr))
 }
 
-/// Starts Distribution on `dir`/data (with deletes enabled) and a free port.
-fn spawn_distribution(distribution: &Path, dir: &Path) -> Result<(Child, String)> {
+/// Starts Distribution on `dir`/data (or its bucket), with deletes enabled, and a free port.
+fn spawn_distribution(
+    distribution: &Path,
+    dir: &Path,
+    storage: &Storage,
+) -> Result<(Child, String)> {
     let port = free_port()?;
-    let root = dir.join("data");
+    let driver = match storage {
+        Storage::Fs => format!(
+            "  filesystem:\n    rootdirectory: {}\n",
+            dir.join("data").display()
+        ),
+        Storage::S3 { endpoint, bucket } => format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: us-east-1\n    \
+             regionendpoint: {endpoint}\n    bucket: {bucket}\n    secure: false\n    \
+             v4auth: true\n",
+            S3_KEY.0, S3_KEY.1
+        ),
+    };
     let config = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-        root.display()
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n{driver}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
     );
     let cfg = dir.join("config.yml");
     std::fs::write(&cfg, config)?;
     let child = Command::new(distribution)
+        // Its AWS SDK refuses to start with a CA bundle set and its own HTTP transport.
+        .env_remove("AWS_CA_BUNDLE")
         .arg("serve")
         .arg(&cfg)
         .stdout(Stdio::null())
@@ -86,6 +130,7 @@ impl Server {
         berth: &Path,
         distribution: &Path,
         parent: Option<&Path>,
+        storage: &Storage,
     ) -> Result<Server> {
         let dir = match parent {
             Some(p) => tempfile::tempdir_in(p)?,
@@ -108,8 +153,8 @@ impl Server {
         let _ = Command::new("sync").status();
         let t0 = Instant::now();
         let (mut child, addr) = match kind {
-            Kind::Berth => spawn_berth(berth, dir.path())?,
-            Kind::Distribution => spawn_distribution(distribution, dir.path())?,
+            Kind::Berth => spawn_berth(berth, dir.path(), storage)?,
+            Kind::Distribution => spawn_distribution(distribution, dir.path(), storage)?,
         };
         let base = format!("http://{addr}");
         loop {

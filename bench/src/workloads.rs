@@ -157,6 +157,32 @@ impl Ctx {
         Ok(header(&r, "docker-content-digest"))
     }
 
+    /// HEADs a blob, as a client does before pushing it: there or not, either is fine.
+    pub async fn head_blob(&self, repo: &str, blob: &Blob) -> Result<bool> {
+        let r = self
+            .client
+            .head(format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest))
+            .send()
+            .await?;
+        match r.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            other => anyhow::bail!("HEAD blob: {other}"),
+        }
+    }
+
+    /// GETs a manifest by tag or digest, as an OCI image manifest.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<Bytes> {
+        let r = self
+            .client
+            .get(format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await?;
+        let r = expect(r, StatusCode::OK, "GET manifest").await?;
+        Ok(r.bytes().await?)
+    }
+
     /// GETs a blob and checks its length, and its digest when `verify`.
     pub async fn pull(&self, repo: &str, blob: &Blob, verify: bool) -> Result<u64> {
         let r = self

@@ -245,9 +245,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Makes the upload standing at `at` readable under `digest`, which the caller has
     /// verified over exactly those bytes, without sending them through this process again;
     /// bytes past `at` never become part of the blob, and an upload holding fewer is
-    /// `Offset`. Removes the scratch space. A blob already there is replaced by these bytes
-    /// (the same content), so they are stored anew after any collection's mark. The blob is
-    /// durable, and never visible partially, when it returns. Returns its size.
+    /// `Offset`. Removes the scratch space (a backend may leave what an append whose token
+    /// was never saved wrote, until the upload is aborted). A blob already there is
+    /// replaced by these bytes (the same content), so they are stored anew after any
+    /// collection's mark. The blob is durable, and never visible partially, when it
+    /// returns. Returns its size.
     async fn commit(&self, id: &UploadId, at: &UploadToken, digest: &Digest) -> Result<u64>;
 
     /// Removes an upload's scratch space, standing at `at` when the session record says so

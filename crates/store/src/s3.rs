@@ -87,6 +87,9 @@ struct Progress {
     /// Bytes in the tail object (past the last full part).
     #[serde(default)]
     tail: u64,
+    /// The lengths at which earlier tails were written (superseded, deleted at the end).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    old_tails: Vec<u64>,
 }
 
 impl Progress {
@@ -354,10 +357,9 @@ impl S3Store {
         Ok(())
     }
 
-    /// Removes every object under `uploads/<id>/`.
-    async fn remove_upload_objects(&self, id: &UploadId) -> Result<()> {
-        let prefix = self.key(&["uploads", id.as_str()]);
-        let keys = self.s3.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+    /// Deletes `keys` (absent ones are fine), in one request when there are several.
+    async fn delete_keys(&self, keys: Vec<Path>) -> Result<()> {
+        let keys = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
         let mut deleted = self.s3.delete_stream(keys);
         while let Some(r) = deleted.next().await {
             match r {
@@ -366,6 +368,19 @@ impl S3Store {
             }
         }
         Ok(())
+    }
+
+    /// Removes every object under `uploads/<id>/`.
+    async fn remove_upload_objects(&self, id: &UploadId) -> Result<()> {
+        let prefix = self.key(&["uploads", id.as_str()]);
+        let keys: Vec<Path> = self
+            .s3
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(failed)?;
+        self.delete_keys(keys).await
     }
 }
 
@@ -482,6 +497,10 @@ impl BlobStore for S3Store {
         let started = p.multipart.is_none();
         let mut buf = BytesMut::with_capacity(p.part as usize);
         buf.extend_from_slice(&self.tail(id, at, &p).await?);
+        if p.tail > 0 {
+            // Kept: the previous token still names it until the caller saves the new one.
+            p.old_tails.push(at.len);
+        }
         let filled = self.fill_parts(id, &mut p, buf, body).await;
         let stored = match filled {
             Ok((rest, received)) => {
@@ -543,7 +562,14 @@ impl BlobStore for S3Store {
         let source = self.complete(id, at, &p).await?;
         // Inside S3: the bytes do not come back through this node.
         self.s3.copy(&source, &target).await.map_err(failed)?;
-        self.remove_upload_objects(id).await?;
+        // The objects the token names, in one request; what an append whose token was never
+        // saved left goes when the session expires.
+        let mut known = vec![source.clone()];
+        if p.multipart.is_some() && p.tail > 0 {
+            known.push(self.tail_key(id, at.len));
+        }
+        known.extend(p.old_tails.iter().map(|&len| self.tail_key(id, len)));
+        self.delete_keys(known).await?;
         Ok(at.len)
     }
 
@@ -685,6 +711,10 @@ mod tests {
         assert_eq!(store.commit(&id, &at, &d).await.unwrap(), data.len() as u64);
         let got = crate::testsuite::read_all_bytes(&store, &d).await;
         assert!(got == data, "the committed blob differs");
+        // The lost try's tail stays until the session is aborted (expiry does that).
+        let left: Vec<_> = store.uploads().collect().await;
+        assert_eq!(left.len(), 1, "{left:?}");
+        store.abort(&id, None).await.unwrap();
         let left: Vec<_> = store.uploads().collect().await;
         assert!(left.is_empty(), "{left:?}");
     }

@@ -5,16 +5,17 @@
 //! ```text
 //! blobs/<algorithm>/<hex>         committed blobs, immutable
 //! uploads/<id>/data               the multipart upload of a session (complete only at commit)
-//! uploads/<id>/tail-<length>      the bytes past the last full part, when an upload stands at <length>
+//! uploads/<id>/tail-<length>-<n>  the bytes past the last full part (a new name per append)
 //! ```
 //!
 //! An upload maps onto an S3 multipart upload. S3 wants parts of at least 5 MiB (but the
 //! last), and a PATCH may be smaller: the bytes past the last full part are kept in the
 //! bucket as a tail object, never in a node's memory across requests, and the next append
-//! starts its next part with them. The token holds the multipart id and the parts' ETags; a
-//! tail's key is named by the length the upload stands at, so a new tail never overwrites
-//! the one an older token names (an append is all or nothing: until the caller saves its
-//! token, the previous one still describes the upload). A commit completes the multipart
+//! starts its next part with them. The token holds the multipart id, the parts' ETags and
+//! the tail's name, unique to the append that wrote it, so a new tail never overwrites the
+//! one an older token names (an append is all or nothing: until the caller saves its
+//! token, the previous one still describes the upload). Tails superseded by a saved token
+//! are deleted by the next append. A commit completes the multipart
 //! upload (its tail copied into the last part inside S3) and copies the object under its
 //! digest inside S3: a blob's bytes go up once, whatever the sizes of its chunks.
 
@@ -38,6 +39,8 @@ use std::time::{Duration, SystemTime};
 const PART: usize = 8 << 20;
 /// S3's smallest part but the last.
 pub const MIN_PART: usize = 5 << 20;
+/// The largest part the store makes: a part is held in memory while it is sent.
+const MAX_PART: usize = 64 << 20;
 /// How long a presigned blob URL stays good.
 const URL_LIFETIME: Duration = Duration::from_secs(20 * 60);
 
@@ -84,12 +87,15 @@ struct Progress {
     /// Bytes in each full part (a session keeps the size it started with).
     #[serde(default)]
     part: u64,
-    /// Bytes in the tail object (past the last full part).
+    /// Bytes in the tail object (past the last full part), and its name.
     #[serde(default)]
     tail: u64,
-    /// The lengths at which earlier tails were written (superseded, deleted at the end).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    tail_name: String,
+    /// Tails this token superseded, which an older token still named: deleted once a
+    /// token naming none of them is saved (the next append), or with the upload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    old_tails: Vec<u64>,
+    old_tails: Vec<String>,
 }
 
 impl Progress {
@@ -164,6 +170,12 @@ fn failed(e: object_store::Error) -> StoreError {
         E::NotFound { .. } => return StoreError::NotFound,
         E::AlreadyExists { .. } => ErrorKind::AlreadyExists,
         E::Precondition { .. } | E::NotModified { .. } => ErrorKind::Conflict,
+        // `object_store` retried what a retry may cure and names no status here but in its
+        // message: a 4xx the server answered is for good, anything else (the server out of
+        // reach, a 5xx) may pass.
+        E::Generic { source, .. } if source.to_string().contains("status code: 4") => {
+            ErrorKind::Other
+        }
         E::Generic { .. } => ErrorKind::Unavailable,
         _ => ErrorKind::Other,
     };
@@ -176,6 +188,15 @@ fn failed(e: object_store::Error) -> StoreError {
 impl S3Store {
     /// A store on the bucket `opts` names. Nothing is sent until it is used.
     pub fn open(opts: &S3Options) -> Result<S3Store> {
+        let prefix = opts.prefix.clone().unwrap_or_default();
+        let plain = |c: char| c.is_ascii_alphanumeric() || "._-/".contains(c);
+        if !prefix.chars().all(plain) {
+            // Keys travel unencoded in a copy's source header.
+            return Err(StoreError::Backend {
+                kind: ErrorKind::Other,
+                message: format!("prefix {prefix:?}: letters, digits, '.', '_', '-' and '/' only"),
+            });
+        }
         // A client waits on the request meanwhile, and retries the whole of it anyway: a few
         // quick retries here, not `object_store`'s three minutes.
         let retry = object_store::RetryConfig {
@@ -201,11 +222,18 @@ impl S3Store {
         let s3 = b.build().map_err(failed)?;
         Ok(S3Store {
             s3: Arc::new(s3),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(120))
+                .build()
+                .map_err(|e| StoreError::Backend {
+                    kind: ErrorKind::Other,
+                    message: format!("an HTTP client: {e}"),
+                })?,
             bucket: opts.bucket.clone(),
-            prefix: Path::from(opts.prefix.clone().unwrap_or_default()),
+            prefix: Path::from(prefix),
             redirect: opts.redirect,
-            part: opts.part_size.unwrap_or(PART).max(MIN_PART),
+            part: opts.part_size.unwrap_or(PART).clamp(MIN_PART, MAX_PART),
         })
     }
 
@@ -225,8 +253,8 @@ impl S3Store {
         self.key(&["uploads", id.as_str(), "data"])
     }
 
-    fn tail_key(&self, id: &UploadId, len: u64) -> Path {
-        self.key(&["uploads", id.as_str(), &format!("tail-{len}")])
+    fn tail_key(&self, id: &UploadId, name: &str) -> Path {
+        self.key(&["uploads", id.as_str(), name])
     }
 
     /// The bytes of the tail of the upload standing at `at` (none when it has none).
@@ -236,7 +264,7 @@ impl S3Store {
         }
         let got = self
             .s3
-            .get(&self.tail_key(id, at.len))
+            .get(&self.tail_key(id, &p.tail_name))
             .await
             .map_err(failed)?;
         let bytes = got.bytes().await.map_err(failed)?;
@@ -293,13 +321,13 @@ impl S3Store {
 
     /// The multipart upload completed into the object under `data_key` (the tail sent as its
     /// last part), or the tail alone when the upload never filled a part.
-    async fn complete(&self, id: &UploadId, at: &UploadToken, p: &Progress) -> Result<Path> {
+    async fn complete(&self, id: &UploadId, p: &Progress) -> Result<Path> {
         let Some(multipart) = &p.multipart else {
-            return Ok(self.tail_key(id, at.len));
+            return Ok(self.tail_key(id, &p.tail_name));
         };
         let mut p = p.clone();
         if p.tail > 0 {
-            self.copy_tail_as_part(id, at, &mut p, multipart).await?;
+            self.copy_tail_as_part(id, &mut p, multipart).await?;
         }
         let key = self.data_key(id);
         let parts = p.part_ids();
@@ -316,12 +344,11 @@ impl S3Store {
     async fn copy_tail_as_part(
         &self,
         id: &UploadId,
-        at: &UploadToken,
         p: &mut Progress,
         multipart: &str,
     ) -> Result<()> {
         use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions};
-        let source = format!("{}/{}", self.bucket, self.tail_key(id, at.len));
+        let source = format!("{}/{}", self.bucket, self.tail_key(id, &p.tail_name));
         let header = HeaderValue::from_str(&source).map_err(|e| StoreError::Backend {
             kind: ErrorKind::Other,
             message: format!("copy source {source:?}: {e}"),
@@ -357,8 +384,34 @@ impl S3Store {
         Ok(())
     }
 
+    /// Stores `rest` (less than a part) as the tail of the upload now `len` bytes long, under
+    /// a name of its own; returns `len`.
+    async fn put_tail(
+        &self,
+        id: &UploadId,
+        p: &mut Progress,
+        rest: BytesMut,
+        len: u64,
+    ) -> Result<u64> {
+        p.tail = rest.len() as u64;
+        p.tail_name.clear();
+        if p.tail > 0 {
+            let name = format!("tail-{len}-{}", uuid::Uuid::new_v4().simple());
+            let payload = PutPayload::from(rest.freeze());
+            self.s3
+                .put(&self.tail_key(id, &name), payload)
+                .await
+                .map_err(failed)?;
+            p.tail_name = name;
+        }
+        Ok(len)
+    }
+
     /// Deletes `keys` (absent ones are fine), in one request when there are several.
     async fn delete_keys(&self, keys: Vec<Path>) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
         let keys = futures::stream::iter(keys.into_iter().map(Ok)).boxed();
         let mut deleted = self.s3.delete_stream(keys);
         while let Some(r) = deleted.next().await {
@@ -495,28 +548,23 @@ impl BlobStore for S3Store {
     ) -> Result<UploadToken> {
         let mut p = Progress::of(at, self.part)?;
         let started = p.multipart.is_none();
-        let mut buf = BytesMut::with_capacity(p.part as usize);
+        // `at` is saved: the tails it superseded are named by no saved token any more.
+        let stale: Vec<Path> = p
+            .old_tails
+            .drain(..)
+            .map(|n| self.tail_key(id, &n))
+            .collect();
+        if let Err(e) = self.delete_keys(stale).await {
+            tracing::warn!(upload = %id, error = %e, "deleting superseded tails");
+        }
+        let mut buf = BytesMut::new();
         buf.extend_from_slice(&self.tail(id, at, &p).await?);
         if p.tail > 0 {
-            // Kept: the previous token still names it until the caller saves the new one.
-            p.old_tails.push(at.len);
+            // Kept: `at` names it until the caller saves the new token.
+            p.old_tails.push(std::mem::take(&mut p.tail_name));
         }
-        let filled = self.fill_parts(id, &mut p, buf, body).await;
-        let stored = match filled {
-            Ok((rest, received)) => {
-                p.tail = rest.len() as u64;
-                let len = at.len + received;
-                let tail = PutPayload::from(rest.freeze());
-                match p.tail {
-                    0 => Ok(len),
-                    _ => self
-                        .s3
-                        .put(&self.tail_key(id, len), tail)
-                        .await
-                        .map(|_| len),
-                }
-                .map_err(failed)
-            }
+        let stored = match self.fill_parts(id, &mut p, buf, body).await {
+            Ok((rest, received)) => self.put_tail(id, &mut p, rest, at.len + received).await,
             Err(e) => Err(e),
         };
         match stored {
@@ -533,12 +581,20 @@ impl BlobStore for S3Store {
 
     async fn holds(&self, id: &UploadId, at: &UploadToken) -> Result<bool> {
         let p = Progress::of(at, self.part)?;
+        if p.multipart.is_some() {
+            // Only a completed upload has its object: a commit was cut after completing it.
+            match self.s3.head(&self.data_key(id)).await {
+                Ok(_) => return Ok(false),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
         if p.tail == 0 {
             // Parts cannot be looked at before the upload completes: a gone upload shows
             // itself at the next append or commit.
             return Ok(true);
         }
-        match self.s3.head(&self.tail_key(id, at.len)).await {
+        match self.s3.head(&self.tail_key(id, &p.tail_name)).await {
             Ok(m) if m.size == p.tail => Ok(true),
             Ok(m) => Err(StoreError::Offset {
                 expected: at.len,
@@ -559,17 +615,20 @@ impl BlobStore for S3Store {
                 .map_err(failed)?;
             return Ok(0);
         }
-        let source = self.complete(id, at, &p).await?;
+        let source = self.complete(id, &p).await?;
         // Inside S3: the bytes do not come back through this node.
         self.s3.copy(&source, &target).await.map_err(failed)?;
-        // The objects the token names, in one request; what an append whose token was never
-        // saved left goes when the session expires.
+        // The blob is in place. The objects the token names go in one request, and a failure
+        // here leaves them to the session's expiry, as it does what an append whose token was
+        // never saved left.
         let mut known = vec![source.clone()];
         if p.multipart.is_some() && p.tail > 0 {
-            known.push(self.tail_key(id, at.len));
+            known.push(self.tail_key(id, &p.tail_name));
         }
-        known.extend(p.old_tails.iter().map(|&len| self.tail_key(id, len)));
-        self.delete_keys(known).await?;
+        known.extend(p.old_tails.iter().map(|n| self.tail_key(id, n)));
+        if let Err(e) = self.delete_keys(known).await {
+            tracing::warn!(upload = %id, error = %e, "deleting a committed upload's objects");
+        }
         Ok(at.len)
     }
 
@@ -717,6 +776,48 @@ mod tests {
         store.abort(&id, None).await.unwrap();
         let left: Vec<_> = store.uploads().collect().await;
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// Two appends from one token that end at the same length (two writers that should
+    /// never have met) leave what the first one's token names intact: each tail has a
+    /// name of its own.
+    #[tokio::test]
+    async fn an_append_from_an_old_token_leaves_a_newer_token_intact() {
+        let Some((store, ())) = open() else { return };
+        let id: UploadId = "siblings".parse().unwrap();
+        let start = store
+            .append(
+                &id,
+                &UploadToken::default(),
+                body(Bytes::from_static(b"head ")),
+                Durability::Durable,
+            )
+            .await
+            .unwrap();
+        let kept = store
+            .append(
+                &id,
+                &start,
+                body(Bytes::from_static(b"right")),
+                Durability::Durable,
+            )
+            .await
+            .unwrap();
+        store
+            .append(
+                &id,
+                &start,
+                body(Bytes::from_static(b"wrong")),
+                Durability::Durable,
+            )
+            .await
+            .unwrap();
+        let d = Digest::sha256(b"head right");
+        store.commit(&id, &kept, &d).await.unwrap();
+        assert_eq!(
+            crate::testsuite::read_all_bytes(&store, &d).await,
+            b"head right"
+        );
     }
 
     /// With redirects on, a reader that takes one gets a presigned URL that serves the blob

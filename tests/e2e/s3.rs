@@ -8,14 +8,7 @@ use reqwest::{Method, StatusCode};
 
 /// A registry on a fresh prefix of the test bucket, with SQLite in `dir`.
 fn spawn(dir: &std::path::Path, redirect: bool) -> Option<TestRegistry> {
-    let Ok(endpoint) = std::env::var("BERTH_TEST_S3") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must start an S3 server and set BERTH_TEST_S3"
-        );
-        eprintln!("BERTH_TEST_S3 is not set: S3 tests skipped");
-        return None;
-    };
+    let endpoint = berth_store::testsuite::s3_test_server()?;
     let prefix = format!("e2e-{}", dir.file_name()?.to_str()?);
     let config = format!(
         "[storage]\ntype = \"s3\"\nbucket = \"berth-test\"\nprefix = \"{prefix}\"\n\

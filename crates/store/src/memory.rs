@@ -95,7 +95,7 @@ impl BlobStore for MemoryStore {
         mut body: ByteStream<'_>,
         _: Durability,
     ) -> Result<UploadToken> {
-        self.held(id, at)?;
+        self.stands_at(id, at)?;
         let mut data = Vec::new();
         while let Some(chunk) = body.next().await {
             data.extend_from_slice(&chunk.map_err(StoreError::Body)?);
@@ -114,8 +114,8 @@ impl BlobStore for MemoryStore {
     }
 
     async fn holds(&self, id: &UploadId, at: &UploadToken) -> Result<bool> {
-        match self.held(id, at) {
-            Ok(_) => Ok(true),
+        match self.stands_at(id, at) {
+            Ok(()) => Ok(true),
             Err(StoreError::NotFound) => Ok(false),
             Err(e) => Err(e),
         }
@@ -126,15 +126,11 @@ impl BlobStore for MemoryStore {
         id: &UploadId,
         at: &UploadToken,
     ) -> Result<Option<ByteStream<'static>>> {
-        let mut up = self.held(id, at)?;
-        up.truncate(at.len as usize);
-        Ok(Some(once(Bytes::from(up))))
+        Ok(Some(once(Bytes::from(self.held(id, at, false)?))))
     }
 
     async fn commit(&self, id: &UploadId, at: &UploadToken, digest: &Digest) -> Result<u64> {
-        let mut up = self.held(id, at)?;
-        lock(&self.uploads).remove(id);
-        up.truncate(at.len as usize);
+        let up = self.held(id, at, true)?;
         lock(&self.blobs).insert(digest.clone(), (Bytes::from(up), SystemTime::now()));
         Ok(at.len)
     }
@@ -146,18 +142,31 @@ impl BlobStore for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A copy of what the upload standing at `at` holds (empty when it holds nothing yet),
-    /// or why it cannot stand there.
-    fn held(&self, id: &UploadId, at: &UploadToken) -> Result<Vec<u8>> {
+    /// Whether the upload can stand at `at`: `NotFound` when it is gone (but for an empty
+    /// token), `Offset` when it holds fewer bytes.
+    fn stands_at(&self, id: &UploadId, at: &UploadToken) -> Result<()> {
         match lock(&self.uploads).get(id) {
-            None if at.len == 0 => Ok(Vec::new()),
+            None if at.len == 0 => Ok(()),
             None => Err(StoreError::NotFound),
             Some((up, _)) if (up.len() as u64) < at.len => Err(StoreError::Offset {
                 expected: at.len,
                 actual: up.len() as u64,
             }),
-            Some((up, _)) => Ok(up.clone()),
+            Some(_) => Ok(()),
         }
+    }
+
+    /// The bytes `at` counts (none past it), taking the upload away when `remove`.
+    fn held(&self, id: &UploadId, at: &UploadToken, remove: bool) -> Result<Vec<u8>> {
+        self.stands_at(id, at)?;
+        let mut uploads = lock(&self.uploads);
+        let mut up = match remove {
+            true => uploads.remove(id).map(|(up, _)| up),
+            false => uploads.get(id).map(|(up, _)| up.clone()),
+        }
+        .unwrap_or_default();
+        up.truncate(at.len as usize);
+        Ok(up)
     }
 }
 

@@ -657,14 +657,7 @@ mod tests {
     /// `BERTH_TEST_S3`, which CI starts (parts at S3's floor, so that small tests make
     /// several). Without it the tests are skipped, except under CI, where that fails.
     fn options() -> Option<S3Options> {
-        let Ok(endpoint) = std::env::var("BERTH_TEST_S3") else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must start an S3 server and set BERTH_TEST_S3"
-            );
-            eprintln!("BERTH_TEST_S3 is not set: S3 tests skipped");
-            return None;
-        };
+        let endpoint = crate::testsuite::s3_test_server()?;
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let t = std::time::SystemTime::now()

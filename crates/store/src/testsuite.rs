@@ -75,6 +75,21 @@ async fn read(
     }
 }
 
+/// The endpoint of the S3 server that tests of the S3 backend run on (`BERTH_TEST_S3`,
+/// bucket `berth-test`, which CI starts); `None` skips them, except under CI, where a missing
+/// server fails the test instead.
+pub fn s3_test_server() -> Option<String> {
+    let Ok(endpoint) = std::env::var("BERTH_TEST_S3") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must start an S3 server and set BERTH_TEST_S3"
+        );
+        eprintln!("BERTH_TEST_S3 is not set: S3 tests skipped");
+        return None;
+    };
+    Some(endpoint)
+}
+
 /// A committed blob's bytes, whole, as a stream.
 pub async fn read_all_bytes(store: &dyn BlobStore, d: &Digest) -> Vec<u8> {
     read(store, d, None, ReadAs::STREAM).await
